@@ -1,0 +1,1 @@
+"""SDTM: turning mapped rows into SDTMIG 3.4 domains."""

@@ -1,0 +1,36 @@
+"""The one issue model every reader, mapper and validator reports with."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Literal
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One finding.
+
+    ``rule`` is a stable dotted id (``case.schema``, ``sdtm.ct``, ``fhir.profile.required``…);
+    ``location`` says where: ``file:line:col`` for inputs and mapping files, ``AE[USUBJID=X,AESEQ=1].AETOXGR``
+    for SDTM cells, ``Observation/<id>.valueQuantity`` for FHIR elements.
+    """
+
+    severity: Severity
+    rule: str
+    message: str
+    location: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain dict for JSON reports."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return f"{where}{self.severity}: {self.message} [{self.rule}]"
+
+
+def has_errors(issues: Iterable[Issue]) -> bool:
+    """True when any issue is an error."""
+    return any(i.severity == "error" for i in issues)
