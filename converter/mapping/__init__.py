@@ -1,0 +1,1 @@
+"""The declarative mapping engine: mapping files, terminology tables, compiled rules, provenance."""
