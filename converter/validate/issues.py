@@ -34,3 +34,10 @@ class Issue:
 def has_errors(issues: Iterable[Issue]) -> bool:
     """True when any issue is an error."""
     return any(i.severity == "error" for i in issues)
+
+
+def location_key(issue: Issue) -> tuple[str, int, int, str]:
+    """Sort key: file, then line and column as numbers (``f:10:2`` after ``f:9:5``)."""
+    head, _, rest = issue.location.partition(":")
+    nums = [int(n) if n.isdigit() else 0 for n in (rest.split(":") + ["0", "0"])[:2]]
+    return head, nums[0], nums[1], issue.message

@@ -1,0 +1,213 @@
+"""Read case files (YAML, JSON, NDJSON, stdin) into checked :class:`Case` objects with located errors.
+
+Fast path: orjson / ruamel's C safe loader and a precompiled JSON Schema. Only when a document has a
+problem is it parsed again with ruamel's round-trip loader to find line:column for each issue.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from converter.case.checks import semantic_issues
+from converter.case.model import Case, iter_entities, join_path, split_path
+from converter.case.schema import schema_issues
+from converter.errors import CaseError
+from converter.validate.issues import Issue, has_errors
+
+YAML_SUFFIXES = {".yaml", ".yml"}
+JSON_SUFFIXES = {".json"}
+NDJSON_SUFFIXES = {".ndjson", ".jsonl"}
+CASE_SUFFIXES = YAML_SUFFIXES | JSON_SUFFIXES | NDJSON_SUFFIXES
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One case document as text, before parsing: where it came from and its format."""
+
+    source: str       # file name, with ``#N`` for the N-th line of an NDJSON stream
+    text: str
+    fmt: str          # "yaml" | "json"
+    line_offset: int = 0  # line of the record inside its file (NDJSON)
+
+
+@cache
+def _safe_yaml() -> YAML:
+    y = YAML(typ="safe")
+    y.allow_duplicate_keys = False
+    # Dates stay the strings the report printed: no timestamp resolution (2021-02-30 is reported, not crashed on).
+    y.constructor.add_constructor("tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node))
+    return y
+
+
+def _plain(node: Any) -> Any:
+    """Mapping keys as strings (YAML allows ``1: x``; a case document's keys are names)."""
+    if isinstance(node, dict):
+        return {k if isinstance(k, str) else str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _decode(raw: bytes, source: str) -> str:
+    if b"\x00" in raw[:4096]:
+        raise CaseError(f"not a text file (binary content); expected a YAML or JSON case report", location=source,
+                        rule="case.read")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CaseError(f"not UTF-8 text (byte {exc.start}); expected a UTF-8 YAML or JSON case report",
+                        location=source, rule="case.read") from None
+
+
+def read_records(path: str | Path, stdin: io.BufferedIOBase | None = None) -> Iterator[Record]:
+    """Split one input (a file or ``-`` for stdin) into case records."""
+    if str(path) == "-":
+        raw = (stdin or sys.stdin.buffer).read()
+        text = _decode(raw, "<stdin>")
+        stripped = text.lstrip()
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if stripped.startswith("{") and len(lines) > 1 and all(ln.lstrip().startswith("{") for ln in lines):
+            yield from _ndjson_records("<stdin>", text)
+        else:
+            yield Record("<stdin>", text, "json" if stripped.startswith("{") else "yaml")
+        return
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise CaseError(f"cannot read file: {exc.strerror}", location=str(p), rule="case.read") from None
+    text = _decode(raw, str(p))
+    suffix = p.suffix.lower()
+    if suffix in NDJSON_SUFFIXES:
+        yield from _ndjson_records(str(p), text)
+    else:
+        yield Record(str(p), text, "json" if suffix in JSON_SUFFIXES else "yaml")
+
+
+def _ndjson_records(source: str, text: str) -> Iterator[Record]:
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield Record(f"{source}#{n}", line, "json", n - 1)
+
+
+def parse_record(record: Record) -> Any:
+    """Parse a record's text; syntax errors become a located :class:`CaseError`."""
+    if not record.text.strip():
+        raise CaseError("empty document; expected a case report (a mapping with case_id, source, patient…)",
+                        location=f"{record.source}:1:1", rule="case.read")
+    if record.fmt == "json":
+        try:
+            return orjson.loads(record.text)
+        except orjson.JSONDecodeError as exc:
+            line = record.line_offset + exc.lineno
+            raise CaseError(f"JSON syntax error: {exc.msg}", location=f"{record.source}:{line}:{exc.colno}",
+                            rule="case.syntax") from None
+    try:
+        return _plain(_safe_yaml().load(record.text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{record.source}:{mark.line + 1}:{mark.column + 1}" if mark else record.source
+        problem = exc.problem or exc.context or "invalid YAML"
+        if "constructor" in problem or "tag" in problem:
+            problem = f"{problem} (only plain YAML is accepted: no language-specific tags)"
+        raise CaseError(f"YAML syntax error: {problem}", location=where, rule="case.syntax") from None
+    except (YAMLError, ValueError, TypeError) as exc:
+        raise CaseError(f"YAML error: {exc}", location=record.source, rule="case.syntax") from None
+
+
+@cache
+def _rt_yaml() -> YAML:
+    y = YAML()
+    y.constructor.add_constructor("tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node))
+    return y
+
+
+class Locator:
+    """Finds line:column of document paths, parsing the record again with positions only when needed."""
+
+    def __init__(self, record: Record):
+        self.record = record
+        self._doc: Any = None
+
+    def _tree(self) -> Any:
+        if self._doc is None:
+            try:
+                self._doc = _rt_yaml().load(self.record.text)
+            except Exception:  # noqa: BLE001 - positions are a nicety; the record already parsed once
+                self._doc = {}
+        return self._doc
+
+    def __call__(self, path: str | list[str | int]) -> str:
+        parts = split_path(path) if isinstance(path, str) else list(path)
+        node, line, col = self._tree(), 0, 0
+        for part in parts:
+            try:
+                lc = node.lc
+                if isinstance(part, int):
+                    line, col = lc.item(part)
+                else:
+                    line, col = lc.key(part)
+                node = node[part]
+            except (AttributeError, KeyError, IndexError, TypeError):
+                break
+        return f"{self.record.source}:{line + 1 + self.record.line_offset}:{col + 1}"
+
+
+def check_document(doc: Any, record: Record) -> tuple[list[Issue], dict[str, str]]:
+    """Schema and semantic issues of a parsed document, located; and its id → path index."""
+    locate = Locator(record)
+    if not isinstance(doc, dict):
+        kind = type(doc).__name__ if doc is not None else "nothing"
+        return [Issue("error", "case.type", f"the document is a {kind}; expected a mapping (case_id, source, patient…)",
+                      f"{record.source}:1:1")], {}
+    issues = schema_issues(doc, locate)
+    ids: dict[str, str] = {}
+    if not has_errors(issues):
+        issues += semantic_issues(doc, locate, ids)
+    return issues, ids
+
+
+def load_record(record: Record) -> Case:
+    """Parse and check one record; raises :class:`CaseError` with every located issue."""
+    doc = parse_record(record)
+    issues, ids = check_document(doc, record)
+    if has_errors(issues):
+        raise CaseError(issues)
+    return Case(doc, record.source, ids)
+
+
+def load_case(path: str | Path) -> Case:
+    """Load and check one case file (YAML or JSON)."""
+    records = list(read_records(path))
+    if len(records) != 1:
+        raise CaseError(f"expected one case, found {len(records)}", location=str(path), rule="case.read")
+    return load_record(records[0])
+
+
+def iter_input_paths(inputs: list[str]) -> Iterator[str]:
+    """Expand files, directories (recursively, case files by suffix, sorted) and globs; ``-`` is stdin."""
+    for item in inputs:
+        if item == "-":
+            yield item
+            continue
+        p = Path(item)
+        if p.is_dir():
+            yield from (str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in CASE_SUFFIXES)
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path().glob(item)) if not p.is_absolute() else sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+            yield from (str(f) for f in matches if f.is_file())
+        else:
+            yield item
+
+
+__all__ = ["Record", "read_records", "parse_record", "check_document", "load_record", "load_case",
+           "iter_input_paths", "iter_entities", "join_path"]
