@@ -1,0 +1,176 @@
+"""The mapping engine: a set of compiled mapping files applied to cases.
+
+Mapping files are read, linted and compiled once (:meth:`MappingSet.load`); :meth:`MappingSet.apply` then
+runs every rule over one case without re-reading anything. The result carries FHIR resources, SDTM rows,
+what each output came from (provenance) and what in the case no rule used (unmapped facts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from converter.case.model import Case, resolve_path
+from converter.errors import MappingError
+from converter.mapping.rules import MappingFile, Rule
+from converter.mapping.terminology import Terminology
+from converter.mapping.verbs import Origin, Run, Scope, pattern_of, resolve, resource_id, resource_key
+from converter.validate.issues import Issue
+
+
+@dataclass(slots=True)
+class Row:
+    """One SDTM row a rule produced, before the SDTM builder adds keys and sequence numbers."""
+
+    domain: str
+    values: dict[str, Any]
+    rule: Rule
+    entity: str                           # business key of the source entity (its id or path)
+    supp: list[tuple[str, str, Any, str]] = field(default_factory=list)  # (QNAM, QLABEL, QVAL, QORIG)
+    related: list[str] = field(default_factory=list)  # entity ids this row is related to (RELREC)
+
+
+@dataclass(slots=True)
+class MappedCase:
+    """Everything the mapping produced for one case."""
+
+    case: Case
+    resources: list[dict[str, Any]]
+    rows: list[Row]
+    touched: list[tuple[str, Origin, Any]]
+    unmapped: list[dict[str, str]]
+
+    def unused_facts(self) -> list[str]:
+        """Leaf paths of the case that no rule read (sorted)."""
+        used = {where for where, _, _ in self.touched}
+        out = []
+        for leaf in _leaves(self.case.data, ""):
+            prefix = leaf
+            while prefix:
+                if prefix in used:
+                    break
+                cut = max(prefix.rfind("."), prefix.rfind("["))
+                prefix = prefix[:cut] if cut > 0 else ""
+            else:
+                out.append(leaf)
+        return out
+
+
+def _leaves(node: Any, where: str) -> Iterator[str]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{where}.{k}" if where else k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{where}[{i}]")
+    else:
+        yield where
+
+
+@dataclass(slots=True)
+class MappingSet:
+    """All mapping files of one folder, compiled, with their terminology."""
+
+    folder: Path
+    files: list[MappingFile]
+    terminology: Terminology
+    digest: str
+    by_pattern: dict[str, list[Rule]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, folder: Path | None = None, *, strict: bool = True) -> "MappingSet":
+        """Read, lint and compile a mapping folder (default: the shipped ``mappings/``).
+
+        With ``strict`` any lint error raises :class:`MappingError` listing every problem with file:line:col.
+        """
+        from converter.mapping.lint import lint_folder
+
+        mapping_set, issues = lint_folder(folder)
+        errors = [i for i in issues if i.severity == "error"]
+        if strict and errors:
+            raise MappingError(errors)
+        return mapping_set
+
+    @property
+    def rules(self) -> list[Rule]:
+        """Every rule, in file order."""
+        return [r for f in self.files for r in f.rules]
+
+    def index(self) -> None:
+        """Index FHIR rules by the pattern of the entities they turn into resources (for ``$ref``)."""
+        self.by_pattern = {}
+        for rule in self.rules:
+            if rule.target == "fhir":
+                self.by_pattern.setdefault(rule.pattern, []).append(rule)
+
+    def apply(self, case: Case, targets: frozenset[str] = frozenset({"fhir", "sdtm"})) -> MappedCase:
+        """Run every rule over one case."""
+        data = case.data
+        case_id = case.case_id
+        by_pattern = self.by_pattern
+
+        def ref_index(entity_path: str, rule_id: str | None) -> list[str]:
+            rules = by_pattern.get(pattern_of(entity_path), [])
+            if rule_id:
+                rules = [r for r in rules if r.id == rule_id]
+            key = resource_key(resolve_path(data, entity_path), entity_path)
+            return [resource_id(case_id, r.id, key) for r in rules]
+
+        run = Run(case_id, data, case.ids, self.terminology, ref_index)
+        root = Scope(data, "", None, run)
+        resources: list[dict[str, Any]] = []
+        rows: list[Row] = []
+        for f in self.files:
+            if f.target not in targets:
+                continue
+            for rule in f.rules:
+                item_origin = Origin(rule.file, rule.line, rule.id, rule.kind)
+                for scope in rule.items(root):
+                    if rule.when is not None and not rule.when(scope):
+                        continue
+                    key = resource_key(scope.item, scope.path)
+                    if rule.target == "fhir":
+                        rid = resource_id(case_id, rule.id, key)
+                        run.current = (rule.kind, rid)
+                        if isinstance(scope.item, dict) and "id" in scope.item:
+                            run.touch(f"{scope.path}.id", item_origin)
+                        body = rule.emit(scope) or {}
+                        resource: dict[str, Any] = {"resourceType": rule.kind, "id": rid}
+                        if rule.profile:
+                            resource["meta"] = {"profile": [rule.profile]}
+                        resource.update(body)
+                        resources.append(resource)
+                    else:
+                        values: dict[str, Any] = {}
+                        run.current = values
+                        if isinstance(scope.item, dict) and "id" in scope.item:
+                            run.touch(f"{scope.path}.id", item_origin)
+                        values.update(rule.emit(scope) or {})
+                        row = Row(rule.kind, values, rule, key)
+                        for s in rule.supp:
+                            qval = s.value(scope)
+                            if qval not in (None, "", []):
+                                row.supp.append((s.qnam, s.label, qval, s.origin))
+                        if rule.relrec is not None:
+                            row.related = [v for v, _ in resolve(rule.relrec, scope) if isinstance(v, str)]
+                            for _, where in resolve(rule.relrec, scope):
+                                run.touch(where, item_origin)
+                        rows.append(row)
+        return MappedCase(case, resources, rows, run.touched, run.unmapped)
+
+
+def digest_files(paths: list[Path]) -> str:
+    """SHA-256 over the mapping and terminology files (reported with every run)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def issues_of_unmapped(mapped: MappedCase) -> list[Issue]:
+    """Warnings for terms kept as text without a code (the report lists them too)."""
+    return [Issue("warning", "mapping.uncoded", f"{u['path']}: {u['text']!r}: {u['reason']}",
+                  f"{mapped.case.source} ({u['mapping']})") for u in mapped.unmapped]

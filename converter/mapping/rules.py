@@ -1,0 +1,195 @@
+"""Mapping files: loading with line numbers, and compiling each rule once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any, Callable, Iterator
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from converter.mapping.casepaths import with_lists
+from converter.mapping.conditions import compile_condition
+from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk
+from converter.mapping.terminology import Terminology
+from converter.mapping.verbs import Collected, CompileError, Compiler, Scope, resolve
+
+
+@dataclass(slots=True)
+class Supp:
+    """One SUPPQUAL qualifier a rule sends: QNAM, QLABEL and the compiled value."""
+
+    qnam: str
+    label: str
+    value: Callable[[Scope], Any]
+    origin: str = "CRF"
+
+
+@dataclass(slots=True)
+class Rule:
+    """One compiled rule: which items it iterates, and what it emits for each."""
+
+    id: str
+    file: str
+    line: int
+    target: str                       # "fhir" | "sdtm"
+    kind: str                         # FHIR resource type or SDTM domain
+    for_each: Path
+    pattern: str                      # schema pattern of the items, e.g. "therapy_lines[].agents[]"
+    when: Callable[[Scope], bool] | None
+    emit: Callable[[Scope], Any]
+    profile: str = ""
+    supp: list[Supp] = field(default_factory=list)
+    relrec: Path | None = None
+    description: str = ""
+    template: Any = None              # the raw template (documentation)
+
+    def items(self, root: Scope) -> Iterator[Scope]:
+        """Every item this rule applies to, each with its scope chain (``..`` = enclosing list item)."""
+        groups: list[tuple[str, ...]] = []
+        current: list[str] = []
+        for step in self.for_each.steps:
+            current.append(step)
+            if step == "[]":
+                groups.append(tuple(current))
+                current = []
+        if current:
+            groups.append(tuple(current))
+
+        def descend(scope: Scope, level: int) -> Iterator[Scope]:
+            if level == len(groups):
+                yield scope
+                return
+            for value, where in walk(scope.item, groups[level], scope.path):
+                yield from descend(Scope(value, where, scope, scope.run), level + 1)
+        yield from descend(root, 0)
+
+
+@dataclass(slots=True)
+class MappingFile:
+    """One file of ``mappings/``: its rules, tests and raw document."""
+
+    path: FsPath
+    name: str            # relative name used in messages, e.g. "sdtm/ae.yaml"
+    target: str
+    kind: str
+    description: str
+    rules: list[Rule]
+    tests: list[Any]
+    doc: Any
+
+
+@dataclass(slots=True)
+class LoadProblem:
+    """A problem found while loading a mapping file (becomes a lint issue)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+
+def _yaml() -> YAML:
+    y = YAML()
+    y.allow_duplicate_keys = False
+    return y
+
+
+def read_mapping_doc(path: FsPath, name: str, problems: list[LoadProblem]) -> Any:
+    """Parse a mapping file with positions; syntax errors become problems."""
+    try:
+        return _yaml().load(path.read_text(encoding="utf-8"))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problems.append(LoadProblem(name, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0,
+                                    f"YAML syntax error: {exc.problem or exc.context}"))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one lint problem, not a crash
+        problems.append(LoadProblem(name, 0, 0, f"cannot read: {exc}"))
+    return None
+
+
+def pos(node: Any, key: Any = None) -> tuple[int, int]:
+    """1-based line/column of a ruamel node, or of one of its keys."""
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return 0, 0
+    if key is not None:
+        try:
+            line, col = lc.key(key) if not isinstance(key, int) else lc.item(key)
+            return line + 1, col + 1
+        except (KeyError, IndexError, TypeError):
+            pass
+    return (lc.line + 1, lc.col + 1) if lc.line is not None else (0, 0)
+
+
+def compile_file(path: FsPath, name: str, doc: Any, terminology: Terminology, collected: Collected,
+                 problems: list[LoadProblem]) -> MappingFile | None:
+    """Compile every rule of a mapping document; each problem is recorded with its line."""
+    if not isinstance(doc, dict):
+        problems.append(LoadProblem(name, 1, 1, "a mapping file is a mapping with target, rules…"))
+        return None
+    target = doc.get("target")
+    kind = doc.get("resource") if target == "fhir" else doc.get("domain")
+    rules: list[Rule] = []
+    for i, spec in enumerate(doc.get("rules") or []):
+        if not isinstance(spec, dict) or "id" not in spec:
+            continue  # reported by the schema check
+        try:
+            rules.append(compile_rule(spec, name, str(target), str(kind), terminology, collected))
+        except CompileError as exc:
+            problems.append(LoadProblem(name, exc.line, exc.col, f"rule {spec.get('id')}: {exc}"))
+    return MappingFile(path, name, str(target), str(kind), str(doc.get("description", "")), rules,
+                       list(doc.get("tests") or []), doc)
+
+
+def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, terminology: Terminology,
+                 collected: Collected) -> Rule:
+    """Compile one rule."""
+    line, col = pos(spec)
+    rule_id = str(spec["id"])
+    try:
+        for_each = parse_path(str(spec.get("for_each", ".")).lstrip("/") or ".")
+    except PathSyntaxError as exc:
+        raise CompileError(f"for_each: {exc}", *pos(spec, "for_each")) from None
+    for_each = Path(for_each.text, for_each.up, with_lists(for_each.steps))
+    if for_each.up > 0:
+        raise CompileError("for_each starts at the case root: write 'adverse_events', not '../…'", *pos(spec, "for_each"))
+    item_pattern = for_each.steps
+    scopes = _scope_chain(item_pattern)
+    compiler = Compiler(file, rule_id, terminology, collected, scopes)
+    collected.paths.append((for_each, ((),), *pos(spec, "for_each")))
+    when = None
+    if "when" in spec:
+        try:
+            when = compile_condition(spec["when"], resolve)
+        except (ValueError, PathSyntaxError) as exc:
+            raise CompileError(f"when: {exc}", *pos(spec, "when")) from None
+        compiler._condition_paths(spec["when"], spec)
+    body_key = "resource" if target == "fhir" else "row"
+    if body_key not in spec:
+        raise CompileError(f"rule {rule_id} has no '{body_key}:' template", line, col)
+    emit, _ = compiler.compile(spec[body_key], kind)
+    supp = []
+    for qnam, qspec in (spec.get("supp") or {}).items():
+        if not isinstance(qspec, dict) or "value" not in qspec:
+            raise CompileError(f"supp {qnam}: needs label and value", *pos(spec["supp"], qnam))
+        fn, _ = compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}")
+        supp.append(Supp(str(qnam), str(qspec.get("label", qnam)), fn, str(qspec.get("origin", "CRF"))))
+    relrec = None
+    if "relrec" in spec:
+        relrec = compiler.path(spec["relrec"], spec)
+    pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
+    return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when, emit,
+                str(spec.get("profile", "")), supp, relrec, str(spec.get("description", "")), spec[body_key])
+
+
+def _scope_chain(steps: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Schema patterns of the scope chain of a for_each path (root, each list level, the item)."""
+    chain: list[tuple[str, ...]] = [()]
+    for i, step in enumerate(steps):
+        if step == "[]":
+            chain.append(steps[: i + 1])
+    if steps and steps[-1] != "[]":
+        chain.append(steps)
+    return tuple(chain)

@@ -1,0 +1,111 @@
+"""Crash-safe file output and the one creation timestamp every output format stamps.
+
+A target file is never opened for writing: the content goes to a temporary file in the same folder, is
+flushed to disk (``fsync``) and then renamed over the target with ``os.replace``, which is atomic on POSIX
+and Windows. A process killed at any moment leaves either the previous target or the new one, never a
+half-written file (at worst an orphaned ``.<name>.<random>.tmp`` beside it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+from converter.errors import CaseBridgeError
+from converter.validate.issues import Issue
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def reproducible_timestamp(explicit: datetime | None = None) -> datetime:
+    """The creation timestamp of this run, in UTC, to the second.
+
+    ``explicit`` wins (a naive value is taken as UTC); otherwise ``SOURCE_DATE_EPOCH`` (seconds since
+    1970-01-01 UTC, see reproducible-builds.org) when set; otherwise the current time. A malformed
+    ``SOURCE_DATE_EPOCH`` raises :class:`CaseBridgeError` rather than being ignored.
+    """
+    if explicit is not None:
+        value = explicit if explicit.tzinfo is not None else explicit.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).replace(microsecond=0)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise CaseBridgeError(Issue(
+                "error", "env.source_date_epoch",
+                f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds since 1970-01-01 UTC ({exc})",
+                "SOURCE_DATE_EPOCH")) from None
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new temporary file beside ``path`` and fsync it; return the temporary path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, _OPEN_FLAGS, 0o666)  # the umask applies, as for an ordinary new file
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX only; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_files_atomic(files: Mapping[Path, bytes]) -> list[Path]:
+    """Write several files, each atomically; return their paths in the given order.
+
+    Every file is staged and fsynced before the first rename, so a failure while writing (disk full,
+    permission denied…) replaces nothing and removes its temporary files. Renames then happen one by one:
+    each target is complete at every moment, but a kill during the renames can leave some targets new and
+    some old.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            staged.append((_stage(path, data), path))
+        while staged:
+            tmp, path = staged[0]
+            os.replace(tmp, path)
+            staged.pop(0)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    for folder in sorted({p.parent for p in files}):
+        _sync_dir(folder)
+    return list(files)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically."""
+    return write_files_atomic({path: data})[0]
+
+
+def write_text_atomic(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    """Replace ``path`` with ``text`` atomically (no newline translation)."""
+    return write_bytes_atomic(path, text.encode(encoding))

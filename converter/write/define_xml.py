@@ -1,0 +1,622 @@
+"""Define-XML 2.1 for the written SDTM datasets, and the column metadata every writer shares.
+
+:func:`describe_dataset` is the single place where a variable's storage length, Define-XML data type and
+key sequence are decided, so ``ae.xpt``, ``json/ae.json``, ``csv/ae.csv`` and ``define.xml`` can never
+disagree. :func:`define_xml_bytes` builds the document with lxml: ODM 1.3.2 root, ``def:Standards``
+(SDTMIG + CDISC/NCI CT), one ItemGroupDef per dataset, ItemDefs, CodeLists restricted to the values used,
+and value-level metadata (``--TESTCD`` → ``--ORRES``/``--STRESC``, ``TSPARMCD`` → ``TSVAL``,
+``QNAM`` → ``QVAL``). Every element whose order the standard leaves free is sorted by OID.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from numbers import Real
+from pathlib import Path
+
+from lxml import etree
+
+from converter import __version__
+from converter.mapping.terminology import Codelist, Terminology
+from converter.sdtm.model import Cell, Dataset, Study, Variable
+from converter.validate.issues import Issue, Severity
+from converter.write.atomic import reproducible_timestamp, write_bytes_atomic
+
+ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
+DEF_NS = "http://www.cdisc.org/ns/def/v2.1"
+XLINK_NS = "http://www.w3.org/1999/xlink"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+_NSMAP = {None: ODM_NS, "def": DEF_NS, "xlink": XLINK_NS}
+
+DEFINE_VERSION = "2.1.0"
+ORIGIN_TYPES = ("Assigned", "Collected", "Derived", "Not Available", "Other", "Predecessor", "Protocol")
+_ORIGIN_SOURCE = {"Collected": "Investigator", "Derived": "Sponsor", "Assigned": "Sponsor", "Protocol": "Sponsor"}
+#: def:Class names (Define-XML CT C103329) in SDTMIG order, which is also the ItemGroupDef order.
+CLASS_ORDER = ("TRIAL DESIGN", "SPECIAL PURPOSE", "INTERVENTIONS", "EVENTS", "FINDINGS", "FINDINGS ABOUT",
+               "RELATIONSHIP", "STUDY REFERENCE")
+_REFERENCE_CLASSES = {"TRIAL DESIGN", "STUDY REFERENCE"}
+#: Where def:leaf points for each output format, relative to define.xml.
+LEAF_HREF = {"xpt": "{name}.xpt", "json": "json/{name}.json", "csv": "csv/{name}.csv"}
+
+_SAS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,7}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_INT_TEXT = re.compile(r"[+-]?\d+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
+
+# ISO 8601 as SDTM uses it (SDTMIG 3.4 §4.4), one pattern per Define-XML (ODM 1.3.2) date/time data type.
+_TZ = r"(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+_ISO_KINDS = (
+    ("date", re.compile(r"\d{4}-\d{2}-\d{2}")),
+    ("datetime", re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}(?:\.\d+)?{_TZ}")),
+    ("partialDate", re.compile(r"\d{4}(?:-\d{2})?")),
+    ("partialDatetime", re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}(?::\d{{2}})?{_TZ}")),
+    ("incompleteDatetime", re.compile(
+        rf"(?:\d{{4}}|-)-(?:\d{{2}}|-)-(?:\d{{2}}|-)(?:T(?:\d{{2}}|-)(?::(?:\d{{2}}|-)(?::(?:\d{{2}}|-)(?:\.\d+)?)?)?)?{_TZ}")),
+    ("durationDatetime", re.compile(
+        r"-?P(?=\d|T\d)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?W)?(?:\d+(?:[.,]\d+)?D)?"
+        r"(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?")),
+)
+# The most specific data type whose value set contains every kind seen (ODM: date ⊂ partialDate ⊂ …).
+_ISO_LATTICE = (
+    ("date", {"date"}),
+    ("datetime", {"datetime"}),
+    ("partialDate", {"date", "partialDate"}),
+    ("partialDatetime", {"date", "datetime", "partialDate", "partialDatetime"}),
+    ("incompleteDatetime", {"date", "datetime", "partialDate", "partialDatetime", "incompleteDatetime"}),
+    ("durationDatetime", {"durationDatetime"}),
+    ("intervalDatetime", {"intervalDatetime"}),
+)
+ISO_DATA_TYPES = frozenset(t for t, _ in _ISO_LATTICE)
+_DURATION_SUFFIXES = ("DUR", "ELTM", "EVLINT", "STINT", "ENINT", "PAI", "STOFF")
+_MAX_CELL_ISSUES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMeta:
+    """What every writer needs to know about one variable of one dataset."""
+
+    variable: Variable
+    data_type: str                   # Define-XML ItemDef DataType: text, integer, float, date, partialDate…
+    length: int                      # storage bytes: the Char width (XPT, Dataset-JSON, CSV), 8 for Num
+    define_length: int | None        # ItemDef Length (text/integer/float only)
+    significant_digits: int | None   # ItemDef SignificantDigits (float only)
+    key_sequence: int | None
+
+    @property
+    def name(self) -> str:
+        """The variable name."""
+        return self.variable.name
+
+
+def study_oid(study: Study) -> str:
+    """ODM Study/@OID (also Dataset-JSON studyOID)."""
+    return f"STDY.{study.study_id}"
+
+
+def metadata_version_oid(study: Study) -> str:
+    """ODM MetaDataVersion/@OID (also Dataset-JSON metaDataVersionOID)."""
+    return f"MDV.{study.study_id}.SDTMIG.{study.sdtmig_version}"
+
+
+def item_oid(dataset: str, variable: str) -> str:
+    """ItemDef/@OID of a dataset variable (also Dataset-JSON itemOID)."""
+    return f"IT.{dataset}.{variable}"
+
+
+def num_text(value: float | int) -> str:
+    """A Num value as text: integral values without a decimal point, others in shortest round-trip form."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def cell_location(dataset: Dataset, row: int, variable: str) -> str:
+    """``AE[row=3,USUBJID=X,AESEQ=1].AETERM`` (row 1-based) for an Issue about one cell."""
+    record = dataset.rows[row]
+    ids = [f"row={row + 1}"]
+    for key in ("USUBJID", f"{dataset.name[:2]}SEQ", "QNAM"):
+        if record.get(key) not in (None, ""):
+            ids.append(f"{key}={num_text(record[key]) if isinstance(record[key], Real) else record[key]}")
+    return f"{dataset.name}[{','.join(ids)}].{variable}"
+
+
+def is_iso8601_variable(variable: Variable) -> bool:
+    """True for Char variables whose value domain is ISO 8601 (``--DTC``, ``--DUR``, ``--ELTM``…)."""
+    return variable.type == "Char" and variable.name.endswith(("DTC", *_DURATION_SUFFIXES))
+
+
+def _iso_kind(value: str) -> str | None:
+    if "/" in value:
+        parts = value.split("/")
+        return "intervalDatetime" if len(parts) == 2 and all(map(_iso_kind, parts)) else None
+    for kind, pattern in _ISO_KINDS:
+        if pattern.fullmatch(value):
+            return kind
+    return None
+
+
+def iso8601_data_type(name: str, values: Sequence[str]) -> tuple[str, list[str]]:
+    """The Define-XML data type of ISO 8601 values and the values that are not ISO 8601 at all.
+
+    Mixed kinds or invalid values give ``text`` (the data then contradicts the standard; the caller reports).
+    """
+    distinct = set(values)
+    invalid = sorted(v for v in distinct if _iso_kind(v) is None)
+    if invalid:
+        return "text", invalid
+    kinds = {_iso_kind(v) for v in distinct}
+    if not kinds:
+        return ("durationDatetime" if name.endswith(_DURATION_SUFFIXES) else "datetime"), []
+    for data_type, allowed in _ISO_LATTICE:
+        if kinds <= allowed:
+            return data_type, []
+    return "text", []
+
+
+def _numeric_text_type(values: Sequence[str]) -> tuple[str, int | None] | None:
+    """``("integer", None)`` / ``("float", digits)`` when every value is a decimal number, else None."""
+    if values and all(_INT_TEXT.fullmatch(v) for v in values):
+        return "integer", None
+    if values and all(_INT_TEXT.fullmatch(v) or _FLOAT_TEXT.fullmatch(v) for v in values):
+        return "float", max(len(v.partition(".")[2]) for v in values)
+    return None
+
+
+def _text_bytes(values: Sequence[str]) -> int:
+    if not values:
+        return 1
+    if "".join(values).isascii():
+        return max(1, max(map(len, values)))
+    return max(1, max(len(v.encode("utf-8")) for v in values))
+
+
+class _Cells:
+    """Collects per-cell issues, at most ``_MAX_CELL_ISSUES`` per (rule, variable) plus a count of the rest."""
+
+    def __init__(self, dataset: Dataset, issues: list[Issue]):
+        self.dataset, self.issues = dataset, issues
+        self.counts: dict[tuple[str, str], tuple[int, Severity]] = {}
+
+    def add(self, severity: Severity, rule: str, variable: str, row: int, message: str) -> None:
+        n = self.counts.get((rule, variable), (0, severity))[0] + 1
+        self.counts[(rule, variable)] = (n, severity)
+        if n <= _MAX_CELL_ISSUES:
+            self.issues.append(Issue(severity, rule, message, cell_location(self.dataset, row, variable)))
+
+    def close(self) -> None:
+        for (rule, variable), (n, severity) in sorted(self.counts.items()):
+            if n > _MAX_CELL_ISSUES:
+                self.issues.append(Issue(severity, rule, f"{n - _MAX_CELL_ISSUES} more cell(s) of {variable} like the above",
+                                         f"{self.dataset.name}.{variable}"))
+
+
+def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int, int | None]:
+    present = [v for v in values if v is not None and v != ""]
+    if any(type(v) is not str for v in present):
+        for row, v in enumerate(values):
+            if v is not None and not isinstance(v, str):
+                cells.add("error", "sdtm.write.type", var.name, row,
+                          f"Char variable {var.name} holds a {type(v).__name__} ({v!r}); builders must supply text")
+        present = [v for v in present if isinstance(v, str)]
+    text: list[str] = present  # type: ignore[assignment]
+    if _CONTROL.search("".join(text)):
+        for row, v in enumerate(values):
+            if isinstance(v, str) and _CONTROL.search(v):
+                cells.add("error", "sdtm.write.control_char", var.name, row,
+                          f"{var.name} contains a control character ({v!r}), which XML and XPT readers reject")
+    longest = _text_bytes(text)
+    length = longest
+    if var.length is not None:
+        length = var.length
+        if longest > var.length:
+            for row, v in enumerate(values):
+                if isinstance(v, str) and len(v.encode("utf-8")) > var.length:
+                    cells.add("error", "sdtm.write.length", var.name, row,
+                              f"{var.name} value of {len(v.encode('utf-8'))} bytes exceeds its declared length {var.length}")
+    if not is_iso8601_variable(var):
+        return "text", length, length
+    data_type, invalid = iso8601_data_type(var.name, text)
+    if invalid:
+        bad = set(invalid)
+        for row, v in enumerate(values):
+            if v in bad:
+                cells.add("warning", "sdtm.write.iso8601", var.name, row,
+                          f"{var.name} value {v!r} is not ISO 8601; Define-XML declares the variable as text")
+    return data_type, length, (length if data_type == "text" else None)
+
+
+def _num_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int | None, int | None]:
+    numbers: list[float | int] = []
+    for row, v in enumerate(values):
+        if v is None:
+            continue
+        if type(v) is float or type(v) is int or (isinstance(v, Real) and not isinstance(v, bool)):
+            if math.isnan(v):
+                continue
+            if math.isinf(v):
+                cells.add("error", "sdtm.write.type", var.name, row, f"Num variable {var.name} holds {v!r}")
+                continue
+            numbers.append(v)  # type: ignore[arg-type]
+        else:
+            cells.add("error", "sdtm.write.type", var.name, row,
+                      f"Num variable {var.name} holds a {type(v).__name__} ({v!r}); builders must supply numbers")
+    if not numbers:
+        return "float", 8, None
+    if all(isinstance(v, int) or float(v).is_integer() for v in numbers):
+        return "integer", max(len(str(int(v))) for v in numbers), None
+    texts = [format(Decimal(repr(float(v))), "f") for v in numbers]
+    return "float", max(map(len, texts)), max(len(t.partition(".")[2]) for t in texts)
+
+
+def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
+    """Column metadata of a dataset plus the problems any output format would have with its content.
+
+    Errors: duplicate variables, keys that are not variables, values of unknown variables, Char cells that are
+    not text or hold control characters or exceed a declared length, Num cells that are not finite numbers.
+    Warnings: ISO 8601 variables with non-ISO values.
+    """
+    issues: list[Issue] = []
+    names = [v.name for v in dataset.variables]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        issues.append(Issue("error", "sdtm.write.variables", f"variable {name} is defined more than once",
+                            f"{dataset.name}.{name}"))
+    for key in dataset.keys:
+        if key not in names:
+            issues.append(Issue("error", "sdtm.write.keys", f"key {key} is not a variable of {dataset.name}",
+                                f"{dataset.name}.{key}"))
+    known = set(names)
+    unknown: dict[str, int] = {}
+    for row, record in enumerate(dataset.rows):
+        if not known.issuperset(record):
+            for key in record:
+                if key not in known:
+                    unknown.setdefault(key, row)
+    for key, row in sorted(unknown.items()):
+        issues.append(Issue("error", "sdtm.write.variables",
+                            f"rows hold values for {key}, which is not a variable of {dataset.name}: they would be lost",
+                            cell_location(dataset, row, key)))
+    cells = _Cells(dataset, issues)
+    keys = {k: i + 1 for i, k in enumerate(dataset.keys)}
+    columns: list[ColumnMeta] = []
+    for var in dataset.variables:
+        values = dataset.column(var.name)
+        if var.type == "Char":
+            data_type, length, define_length = _char_meta(var, values, cells)
+            digits = None
+        else:
+            data_type, define_length, digits = _num_meta(var, values, cells)
+            length = 8
+        columns.append(ColumnMeta(var, data_type, length, define_length, digits, keys.get(var.name)))
+    cells.close()
+    return columns, issues
+
+
+# --------------------------------------------------------------------------------------------------------
+# Define-XML document
+
+
+def _odm(tag: str) -> str:
+    return f"{{{ODM_NS}}}{tag}"
+
+
+def _def(tag: str) -> str:
+    return f"{{{DEF_NS}}}{tag}"
+
+
+def _sub(parent: etree._Element, tag: str, attrs: Mapping[str, str | None] | None = None) -> etree._Element:
+    el = etree.SubElement(parent, tag)
+    for key, value in (attrs or {}).items():
+        if value is not None:
+            el.set(key, value)
+    return el
+
+
+def _description(parent: etree._Element, text: str) -> None:
+    desc = _sub(parent, _odm("Description"))
+    tt = _sub(desc, _odm("TranslatedText"), {_XML_LANG: "en"})
+    tt.text = text
+
+
+def _class_name(dataset: Dataset) -> str | None:
+    """The def:Class name for a dataset's ``domain_class`` ("Special-Purpose" → "SPECIAL PURPOSE")."""
+    name = re.sub(r"[\s_-]+", " ", dataset.domain_class).strip().upper()
+    if not name and (dataset.name.startswith("SUPP") or dataset.name == "RELREC"):
+        name = "RELATIONSHIP"
+    return name if name in CLASS_ORDER else None
+
+
+def _dataset_order(dataset: Dataset) -> tuple[int, str]:
+    cls = _class_name(dataset)
+    return (CLASS_ORDER.index(cls) if cls else len(CLASS_ORDER), dataset.name)
+
+
+def _domain(dataset: Dataset) -> str | None:
+    if dataset.name.startswith("SUPP") and len(dataset.name) > 4:
+        return dataset.name[4:]
+    if any(v.name == "DOMAIN" for v in dataset.variables):
+        return next((str(r["DOMAIN"]) for r in dataset.rows if r.get("DOMAIN")), dataset.name[:2])
+    return None
+
+
+def _structure(dataset: Dataset) -> str:
+    keys = [k for k in dataset.keys if k != "STUDYID"]
+    return f"One record per {', '.join(keys)}" if keys else "One record per row"
+
+
+def _ct_version(study: Study, terminology: Terminology, issues: list[Issue]) -> str:
+    raw = terminology.ct_version or study.ct_version
+    if terminology.ct_version and study.ct_version and terminology.ct_version != study.ct_version:
+        issues.append(Issue("warning", "define.standards",
+                            f"terminology CT version {terminology.ct_version!r} differs from the study's "
+                            f"{study.ct_version!r}; define.xml uses the terminology's"))
+    if not raw:
+        issues.append(Issue("warning", "define.standards",
+                            "no CDISC CT version known: define.xml declares no CT standard"))
+        return ""
+    found = re.search(r"\d{4}-\d{2}-\d{2}", raw)
+    return found.group(0) if found else raw
+
+
+def _origin(parent: etree._Element, origin: str) -> None:
+    _sub(parent, _def("Origin"), {"Type": origin, "Source": _ORIGIN_SOURCE.get(origin)})
+
+
+@dataclass(slots=True)
+class _ItemDef:
+    oid: str
+    name: str
+    data_type: str
+    length: int | None
+    digits: int | None
+    description: str
+    origin: str | None
+    codelist_oid: str | None = None
+    value_list_oid: str | None = None
+
+
+def _text_item_type(name: str, values: list[str]) -> tuple[str, int | None, int | None]:
+    """Data type, Length and SignificantDigits of a value-level item whose values are text."""
+    if name.endswith(("DTC", *_DURATION_SUFFIXES)):
+        data_type, invalid = iso8601_data_type(name, values)
+        if data_type != "text" and not invalid:
+            return data_type, None, None
+    numeric = _numeric_text_type(values)
+    if numeric:
+        return numeric[0], max(1, max(map(len, values))), numeric[1]
+    return "text", _text_bytes(values), None
+
+
+def _value_level_drivers(dataset: Dataset) -> list[tuple[str, list[str], str]]:
+    """(driver variable, described variables, variable holding the description) for value-level metadata."""
+    names = [v.name for v in dataset.variables]
+    present = set(names)
+    if dataset.name.startswith("SUPP") and {"QNAM", "QVAL"} <= present:
+        return [("QNAM", ["QVAL"], "QLABEL")]
+    drivers = []
+    for name in names:
+        if name.endswith("TESTCD") and len(name) > 6:
+            prefix = name[:-6]
+            targets = [t for t in (f"{prefix}ORRES", f"{prefix}STRESC") if t in present]
+            if targets:
+                drivers.append((name, targets, f"{prefix}TEST"))
+        elif name == "TSPARMCD" and "TSVAL" in present:
+            drivers.append((name, ["TSVAL"], "TSPARM"))
+    return drivers
+
+
+def _value_level(dataset: Dataset, items: dict[str, _ItemDef], value_lists: dict[str, list[tuple[str, str, str]]],
+                 where: dict[str, tuple[str, str]]) -> None:
+    """Add ItemDefs, ValueListDefs and WhereClauseDefs for the value-level metadata of one dataset."""
+    ds = dataset.name
+    for driver, targets, label_var in _value_level_drivers(dataset):
+        groups: dict[str, list[dict[str, Cell]]] = {}
+        for record in dataset.rows:
+            key = record.get(driver)
+            if isinstance(key, str) and key:
+                groups.setdefault(key, []).append(record)
+        for target in targets:
+            parent = items[item_oid(ds, target)]
+            refs: list[tuple[str, str, str]] = []
+            for value in sorted(groups):
+                rows = groups[value]
+                texts = [r[target] for r in rows if isinstance(r.get(target), str) and r[target]]
+                if not texts:
+                    continue
+                label = next((r[label_var] for r in rows if isinstance(r.get(label_var), str) and r[label_var]), value)
+                origin = parent.origin
+                if driver == "QNAM":
+                    qorig = next((r["QORIG"] for r in rows if r.get("QORIG")), None)
+                    if isinstance(qorig, str) and qorig.strip().title() in {o.title() for o in ORIGIN_TYPES}:
+                        origin = next(o for o in ORIGIN_TYPES if o.title() == qorig.strip().title())
+                data_type, length, digits = _text_item_type(value, texts)  # type: ignore[arg-type]
+                oid = f"{item_oid(ds, target)}.{value}"
+                items[oid] = _ItemDef(oid, value, data_type, length, digits, str(label), origin)
+                wc = f"WC.{ds}.{driver}.{value}"
+                where[wc] = (item_oid(ds, driver), value)
+                refs.append((oid, wc, "Yes" if len(texts) == len(rows) else "No"))
+            if refs:
+                parent.value_list_oid = f"VL.{ds}.{target}"
+                value_lists[parent.value_list_oid] = refs
+
+
+def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMeta]], terminology: Terminology,
+               items: dict[str, _ItemDef], issues: list[Issue]) -> list[tuple[Codelist, str, list[tuple[str, str, bool]]]]:
+    """(codelist, CodeList DataType, [(coded value, C-code, extended)]) for every codelist with used values."""
+    used: dict[str, dict[str, None]] = {}
+    users: dict[str, list[tuple[str, ColumnMeta]]] = {}
+    for ds in datasets:
+        for meta in columns[ds.name]:
+            code = meta.variable.codelist
+            if not code:
+                continue
+            seen = used.setdefault(code, {})
+            for v in ds.column(meta.name):
+                if isinstance(v, str) and v:
+                    seen[v] = None
+                elif isinstance(v, Real) and not isinstance(v, bool) and not math.isnan(v):
+                    seen[num_text(v)] = None
+            users.setdefault(code, []).append((ds.name, meta))
+    result = []
+    for code in sorted(used):
+        if not used[code]:
+            continue
+        where = ", ".join(f"{ds}.{m.name}" for ds, m in users[code])
+        cl = terminology.codelist_by_code(code)
+        if cl is None:
+            issues.append(Issue("warning", "define.codelist",
+                                f"codelist {code} is not in the terminology: no CodeList for {where}"))
+            continue
+        by_value = {t.submission_value: t for t in cl.terms}
+        entries = [(t.submission_value, t.c_code, t.extension) for t in cl.terms if t.submission_value in used[code]]
+        for value in sorted(v for v in used[code] if v not in by_value):
+            if cl.extensible:
+                issues.append(Issue("warning", "define.codelist",
+                                    f"{value!r} is not in codelist {cl.name} ({code}); listed as a sponsor extension",
+                                    where))
+            else:
+                issues.append(Issue("error", "define.codelist",
+                                    f"{value!r} is not in non-extensible codelist {cl.name} ({code})", where))
+            entries.append((value, "", cl.extensible))
+        first = users[code][0][1]
+        data_type = "text" if first.variable.type == "Char" else ("integer" if first.data_type == "integer" else "float")
+        result.append((cl, data_type, entries))
+        for ds, meta in users[code]:
+            items[item_oid(ds, meta.name)].codelist_oid = f"CL.{cl.name}"
+    return result
+
+
+def define_xml_bytes(study: Study, terminology: Terminology, created: datetime | None = None,
+                     columns: Mapping[str, list[ColumnMeta]] | None = None,
+                     leaf_format: str = "xpt") -> tuple[bytes, list[Issue]]:
+    """Define-XML 2.1 describing exactly ``study.datasets``, and the problems found while describing them.
+
+    ``columns`` (from :func:`describe_dataset`) avoids describing a dataset twice; datasets missing from it are
+    described here and their issues returned. ``leaf_format`` chooses what each def:leaf points to
+    (``xpt``: ``ae.xpt``; ``json``: ``json/ae.json``; ``csv``: ``csv/ae.csv``).
+    """
+    created = reproducible_timestamp(created)
+    issues: list[Issue] = []
+    datasets = sorted(study.datasets.values(), key=_dataset_order)
+    metas: dict[str, list[ColumnMeta]] = {}
+    for ds in datasets:
+        if columns is not None and ds.name in columns:
+            metas[ds.name] = columns[ds.name]
+        else:
+            metas[ds.name], found = describe_dataset(ds)
+            issues.extend(found)
+    ct_version = _ct_version(study, terminology, issues)
+    ig_std, ct_std = f"STD.SDTMIG.{study.sdtmig_version}", (f"STD.CT.SDTM.{ct_version}" if ct_version else None)
+
+    items: dict[str, _ItemDef] = {}
+    value_lists: dict[str, list[tuple[str, str, str]]] = {}
+    where: dict[str, tuple[str, str]] = {}
+    for ds in datasets:
+        for meta in metas[ds.name]:
+            var = meta.variable
+            origin = var.origin if var.origin in ORIGIN_TYPES else None
+            if origin is None and var.origin:
+                issues.append(Issue("warning", "define.origin",
+                                    f"origin {var.origin!r} is not a Define-XML origin type "
+                                    f"({', '.join(ORIGIN_TYPES)}): def:Origin omitted", f"{ds.name}.{var.name}"))
+            oid = item_oid(ds.name, var.name)
+            items[oid] = _ItemDef(oid, var.name, meta.data_type, meta.define_length, meta.significant_digits,
+                                  var.label, origin)
+        _value_level(ds, items, value_lists, where)
+    codelists = _codelists(datasets, metas, terminology, items, issues)
+
+    root = etree.Element(_odm("ODM"), nsmap=_NSMAP)
+    for key, value in (("ODMVersion", "1.3.2"), ("FileOID", f"{study_oid(study)}.Define-XML_{DEFINE_VERSION}"),
+                       ("FileType", "Snapshot"), ("CreationDateTime", created.strftime("%Y-%m-%dT%H:%M:%S")),
+                       ("Originator", "CaseBridge"), ("SourceSystem", "CaseBridge"),
+                       ("SourceSystemVersion", __version__), (_def("Context"), "Submission")):
+        root.set(key, value)
+    study_el = _sub(root, _odm("Study"), {"OID": study_oid(study)})
+    glob = _sub(study_el, _odm("GlobalVariables"))
+    _sub(glob, _odm("StudyName")).text = study.study_id
+    _sub(glob, _odm("StudyDescription")).text = f"SDTM tabulation datasets of study {study.study_id}"
+    _sub(glob, _odm("ProtocolName")).text = study.study_id
+    mdv = _sub(study_el, _odm("MetaDataVersion"), {
+        "OID": metadata_version_oid(study), "Name": f"{study.study_id} SDTMIG {study.sdtmig_version} data definitions",
+        _def("DefineVersion"): DEFINE_VERSION})
+
+    standards = _sub(mdv, _def("Standards"))
+    _sub(standards, _def("Standard"), {"OID": ig_std, "Name": "SDTMIG", "Type": "IG",
+                                       "Version": study.sdtmig_version, "Status": "Final"})
+    if ct_std:
+        _sub(standards, _def("Standard"), {"OID": ct_std, "Name": "CDISC/NCI", "Type": "CT", "PublishingSet": "SDTM",
+                                           "Version": ct_version, "Status": "Final"})
+
+    for vl_oid in sorted(value_lists):
+        vl = _sub(mdv, _def("ValueListDef"), {"OID": vl_oid})
+        for order, (oid, wc, mandatory) in enumerate(value_lists[vl_oid], 1):
+            ref = _sub(vl, _odm("ItemRef"), {"ItemOID": oid, "OrderNumber": str(order), "Mandatory": mandatory})
+            _sub(ref, _def("WhereClauseRef"), {"WhereClauseOID": wc})
+    for wc in sorted(where):
+        driver, value = where[wc]
+        clause = _sub(mdv, _def("WhereClauseDef"), {"OID": wc})
+        check = _sub(clause, _odm("RangeCheck"), {"Comparator": "EQ", "SoftHard": "Soft", _def("ItemOID"): driver})
+        _sub(check, _odm("CheckValue")).text = value
+
+    for ds in datasets:
+        cls = _class_name(ds)
+        if cls is None:
+            issues.append(Issue("warning", "define.class",
+                                f"domain_class {ds.domain_class!r} is not an SDTM class: def:Class omitted", ds.name))
+        leaf_id = f"LF.{ds.name}"
+        ig = _sub(mdv, _odm("ItemGroupDef"), {
+            "OID": f"IG.{ds.name}", "Domain": _domain(ds), "Name": ds.name,
+            "Repeating": "No" if ds.name == "DM" or cls in _REFERENCE_CLASSES else "Yes",
+            "IsReferenceData": "Yes" if cls in _REFERENCE_CLASSES else "No",
+            "SASDatasetName": ds.name if _SAS_NAME.fullmatch(ds.name) else None, "Purpose": "Tabulation",
+            _def("Structure"): _structure(ds), _def("StandardOID"): ig_std, _def("ArchiveLocationID"): leaf_id})
+        _description(ig, ds.label)
+        for order, meta in enumerate(metas[ds.name], 1):
+            _sub(ig, _odm("ItemRef"), {
+                "ItemOID": item_oid(ds.name, meta.name), "OrderNumber": str(order),
+                "Mandatory": "Yes" if meta.variable.core == "Req" else "No",
+                "KeySequence": str(meta.key_sequence) if meta.key_sequence else None})
+        if cls:
+            _sub(ig, _def("Class"), {"Name": cls})
+        href = LEAF_HREF[leaf_format].format(name=ds.name.lower())
+        leaf = _sub(ig, _def("leaf"), {"ID": leaf_id, f"{{{XLINK_NS}}}href": href})
+        _sub(leaf, _def("title")).text = href
+
+    for oid in sorted(items):
+        item = items[oid]
+        el = _sub(mdv, _odm("ItemDef"), {
+            "OID": oid, "Name": item.name, "DataType": item.data_type,
+            "Length": str(item.length) if item.length is not None else None,
+            "SignificantDigits": str(item.digits) if item.digits is not None else None,
+            "SASFieldName": item.name if _SAS_NAME.fullmatch(item.name) else None})
+        _description(el, item.description)
+        if item.codelist_oid:
+            _sub(el, _odm("CodeListRef"), {"CodeListOID": item.codelist_oid})
+        if item.origin:
+            _origin(el, item.origin)
+        if item.value_list_oid:
+            _sub(el, _def("ValueListRef"), {"ValueListOID": item.value_list_oid})
+
+    for cl, data_type, entries in codelists:
+        el = _sub(mdv, _odm("CodeList"), {"OID": f"CL.{cl.name}", "Name": cl.long_name or cl.name,
+                                          "DataType": data_type, _def("StandardOID"): ct_std})
+        for order, (value, c_code, extended) in enumerate(entries, 1):
+            item = _sub(el, _odm("EnumeratedItem"), {"CodedValue": value, "OrderNumber": str(order),
+                                                     _def("ExtendedValue"): "Yes" if extended else None})
+            if c_code and not extended:
+                _sub(item, _odm("Alias"), {"Context": "nci:ExtCodeID", "Name": c_code})
+        if cl.code:
+            _sub(el, _odm("Alias"), {"Context": "nci:ExtCodeID", "Name": cl.code})
+
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True), issues
+
+
+def write_define(study: Study, terminology: Terminology, sdtm_dir: Path, created: datetime | None = None,
+                 leaf_format: str = "xpt") -> tuple[Path, list[Issue]]:
+    """Write ``<sdtm_dir>/define.xml`` for every dataset of ``study`` atomically."""
+    data, issues = define_xml_bytes(study, terminology, created, leaf_format=leaf_format)
+    return write_bytes_atomic(sdtm_dir / "define.xml", data), issues
