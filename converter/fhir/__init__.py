@@ -1,0 +1,1 @@
+"""FHIR: turning mapped resources into bundles (ids, identifiers, references, transaction requests)."""
