@@ -39,6 +39,7 @@ class MappedCase:
     case: Case
     resources: list[dict[str, Any]]
     rows: list[Row]
+    resource_rules: list[Rule]
     touched: list[tuple[str, Origin, Any]]
     unmapped: list[dict[str, str]]
 
@@ -121,6 +122,7 @@ class MappingSet:
         run = Run(case_id, data, case.ids, self.terminology, ref_index)
         root = Scope(data, "", None, run)
         resources: list[dict[str, Any]] = []
+        resource_rules: list[Rule] = []
         rows: list[Row] = []
         for f in self.files:
             if f.target not in targets:
@@ -142,6 +144,7 @@ class MappingSet:
                             resource["meta"] = {"profile": [rule.profile]}
                         resource.update(body)
                         resources.append(resource)
+                        resource_rules.append(rule)
                     else:
                         values: dict[str, Any] = {}
                         run.current = values
@@ -158,7 +161,7 @@ class MappingSet:
                             for _, where in resolve(rule.relrec, scope):
                                 run.touch(where, item_origin)
                         rows.append(row)
-        return MappedCase(case, resources, rows, run.touched, run.unmapped)
+        return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
 
 
 def digest_files(paths: list[Path]) -> str:

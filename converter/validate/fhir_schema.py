@@ -2,9 +2,10 @@
 
 ``schemas/fhir/r4-subset.schema.json`` (written by ``tools/build_fhir_schema.py``) holds the definitions of
 the resource types CaseBridge emits. One validator per resource type is compiled on first use and cached
-for the life of the process. Nested resources (``contained``, ``Bundle.entry.resource``,
-``Bundle.entry.response.outcome``) are validated on their own, against their own type, so an error deep in
-a bundle is reported at the entry's resource (``Observation/<id>.component[1].valueQuantity``) instead of
+for the life of the process. ``ResourceList`` (the type of nested resources: ``contained``,
+``Bundle.entry.resource``, ``Bundle.entry.response.outcome``) is reduced to "an object with a
+resourceType": the caller validates each nested resource on its own, against its own type, so an error deep
+in a bundle is reported at the entry's resource (``Observation/<id>.component[1].valueQuantity``) instead of
 as a ``oneOf`` failure of the whole entry.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from functools import cache
-from typing import Iterator
 
 import jsonschema_rs
 import orjson
@@ -74,29 +74,8 @@ def resource_label(resource: dict, fallback: str) -> str:
     return f"{rtype}/{rid}" if isinstance(rid, str) and rid else fallback
 
 
-def nested_resources(resource: dict, label: str) -> Iterator[tuple[dict, str]]:
-    """The resource itself and every resource nested in it, each with its location label.
-
-    Bundle entries are labelled by their own ``Type/id``; contained resources by their place in the parent.
-    """
-    yield resource, label
-    for i, item in enumerate(resource.get("contained") or ()):
-        if isinstance(item, dict):
-            yield from nested_resources(item, f"{label}.contained[{i}]")
-    if resource.get("resourceType") == "Bundle":
-        for i, entry in enumerate(resource.get("entry") or ()):
-            if not isinstance(entry, dict):
-                continue
-            inner = entry.get("resource")
-            if isinstance(inner, dict):
-                yield from nested_resources(inner, resource_label(inner, f"{label}.entry[{i}].resource"))
-            outcome = (entry.get("response") or {}).get("outcome") if isinstance(entry.get("response"), dict) else None
-            if isinstance(outcome, dict):
-                yield from nested_resources(outcome, f"{label}.entry[{i}].response.outcome")
-
-
 def check_structure(resource: object, label: str = "") -> list[Issue]:
-    """Schema issues of one resource, not descending into nested resources (``nested_resources`` does)."""
+    """Schema issues of one resource, not of the resources nested in it (validate those separately)."""
     if not isinstance(resource, dict):
         return [Issue("error", "fhir.schema", f"a resource must be a JSON object, not {type(resource).__name__}",
                       label)]

@@ -1,0 +1,111 @@
+"""SDTM output: SAS XPORT v5, Dataset-JSON 1.1 and CSV per dataset, plus Define-XML 2.1, all written atomically.
+
+Layout under ``out_dir``::
+
+    sdtm/<dataset>.xpt        sdtm/json/<dataset>.json        sdtm/csv/<dataset>.csv        sdtm/define.xml
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from datetime import datetime
+from pathlib import Path
+
+from converter.errors import CaseBridgeError
+from converter.mapping.terminology import Terminology
+from converter.sdtm.model import Dataset, Study
+from converter.validate.issues import Issue, has_errors
+from converter.write.atomic import reproducible_timestamp, write_files_atomic
+from converter.write.csv_out import csv_bytes
+from converter.write.dataset_json import dataset_json_bytes
+from converter.write.define_xml import ColumnMeta, define_xml_bytes, describe_dataset
+from converter.write.xpt import check_xpt, xpt_bytes
+
+__all__ = ["FORMATS", "dataset_paths", "write_study"]
+
+#: Output formats in the order they are written; ``define.xml`` points at the first one chosen.
+FORMATS = ("xpt", "json", "csv")
+
+
+def dataset_paths(sdtm_dir: Path, name: str) -> dict[str, Path]:
+    """Where each format puts dataset ``name`` under ``sdtm_dir``."""
+    low = name.lower()
+    return {"xpt": sdtm_dir / f"{low}.xpt", "json": sdtm_dir / "json" / f"{low}.json",
+            "csv": sdtm_dir / "csv" / f"{low}.csv"}
+
+
+def _encode(fmt: str, dataset: Dataset, study: Study, columns: list[ColumnMeta], created: datetime) -> bytes:
+    if fmt == "xpt":
+        return xpt_bytes(dataset, columns, created)
+    if fmt == "json":
+        return dataset_json_bytes(dataset, study, columns, created)
+    return csv_bytes(dataset, columns)
+
+
+def write_study(study: Study, out_dir: Path, terminology: Terminology,
+                formats: Set[str] = frozenset({"xpt", "json"}),
+                created: datetime | None = None) -> tuple[list[Path], list[Issue]]:
+    """Write every dataset of ``study`` in ``formats`` (``xpt``, ``json``, ``csv``) plus ``define.xml``.
+
+    A dataset whose guards report an error is refused: none of its files is written, files of the same name
+    left by an earlier run are removed (define.xml would no longer describe them), and the issues say why.
+    define.xml describes exactly the datasets written. Returns the paths written and every issue found;
+    nothing is written when no known format is chosen or the timestamp is invalid.
+    """
+    issues: list[Issue] = []
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        issues.append(Issue("error", "sdtm.write.format",
+                            f"unknown output format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}"))
+    chosen = [f for f in FORMATS if f in formats]
+    if not chosen:
+        return [], issues
+    try:
+        stamp = reproducible_timestamp(created)
+    except CaseBridgeError as exc:
+        return [], issues + exc.issues
+    sdtm_dir = Path(out_dir) / "sdtm"
+    files: dict[Path, bytes] = {}
+    written: dict[str, Dataset] = {}
+    columns: dict[str, list[ColumnMeta]] = {}
+    stale: list[Path] = []
+    for dataset in sorted(study.datasets.values(), key=lambda d: d.name):
+        metas, found = describe_dataset(dataset)
+        if "xpt" in chosen:
+            found += check_xpt(dataset, metas)
+        issues.extend(found)
+        paths = dataset_paths(sdtm_dir, dataset.name)
+        content: dict[Path, bytes] = {}
+        if not has_errors(found):
+            try:
+                content = {paths[f]: _encode(f, dataset, study, metas, stamp) for f in chosen}
+            except CaseBridgeError as exc:
+                issues.extend(exc.issues)
+        if not content:
+            issues.append(Issue("error", "sdtm.write.refused",
+                                f"{dataset.name} was not written: fix the errors above (long or non-ASCII text can "
+                                "move to SUPP--)", dataset.name))
+            stale.extend(p for p in paths.values() if p.exists())
+            continue
+        files.update(content)
+        written[dataset.name] = dataset
+        columns[dataset.name] = metas
+    if written:
+        subset = Study(study.study_id, written, study.ct_version, study.sdtmig_version)
+        define, found = define_xml_bytes(subset, terminology, stamp, columns, leaf_format=chosen[0])
+        issues.extend(found)
+        files[sdtm_dir / "define.xml"] = define
+    try:
+        result = write_files_atomic(files)
+    except OSError as exc:
+        issues.append(Issue("error", "sdtm.write.io", f"could not write the SDTM output: {exc.strerror or exc}",
+                            str(exc.filename or sdtm_dir)))
+        return [], issues
+    for path in stale:
+        try:
+            path.unlink(missing_ok=True)
+            issues.append(Issue("info", "sdtm.write.stale", "removed a file left by an earlier run", str(path)))
+        except OSError as exc:
+            issues.append(Issue("warning", "sdtm.write.stale",
+                                f"could not remove a file left by an earlier run: {exc.strerror or exc}", str(path)))
+    return result, issues

@@ -487,7 +487,7 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
         result.append((cl, data_type, entries))
         for ds, meta in users[code]:
             items[item_oid(ds, meta.name)].codelist_oid = f"CL.{cl.name}"
-    return result
+    return sorted(result, key=lambda entry: entry[0].name)
 
 
 def define_xml_bytes(study: Study, terminology: Terminology, created: datetime | None = None,

@@ -1,0 +1,129 @@
+"""One case through the whole pipeline: load → map → FHIR build + validate → SDTM build + validate.
+
+A :class:`Pipeline` holds everything compiled once per process (mapping set, schemas); :meth:`process`
+turns one input record into a picklable :class:`CaseResult` so that cases can run in worker processes
+and be merged in input order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from converter.case.loader import Record, load_record
+from converter.errors import CaseBridgeError
+from converter.fhir.bundle import build_bundle
+from converter.mapping.engine import MappingSet, issues_of_unmapped
+from converter.sdtm.build import StudyBuilder
+from converter.validate.issues import Issue, has_errors
+
+STAGES = ("load", "map", "fhir_build", "fhir_validate", "sdtm_build", "sdtm_validate", "write")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a conversion produces; every CLI option of ``convert`` maps to one field."""
+
+    to: frozenset[str] = frozenset({"fhir", "sdtm"})
+    fhir_bundle: str = "collection"
+    study_id: str = "CASEBRIDGE"
+    deep: bool = False
+
+
+@dataclass(slots=True)
+class CaseResult:
+    """What one input record became (picklable; bytes for FHIR, plain rows for SDTM)."""
+
+    source: str
+    text: str
+    case_id: str | None = None
+    ok: bool = False
+    issues: list[Issue] = field(default_factory=list)
+    bundle: bytes | None = None
+    resources: list[tuple[str, bytes]] = field(default_factory=list)  # (type, NDJSON line)
+    sdtm: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    unmapped: list[dict[str, str]] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Compiled once per process, applied to every case."""
+
+    def __init__(self, mappings: MappingSet, options: Options):
+        from converter.validate import fhir as fhir_validate
+
+        self.mappings = mappings
+        self.options = options
+        self.targets = frozenset(options.to)
+        fhir_validate.precompile()
+
+    def process(self, record: Record) -> CaseResult:
+        """Run one record through every stage; user errors end up in ``issues``, never raised."""
+        from converter.validate.fhir import validate_bundle
+        from converter.validate.sdtm import validate_study
+
+        result = CaseResult(record.source, record.text)
+        t = result.timings
+        clock = time.perf_counter
+        start = clock()
+        try:
+            case = load_record(record)
+        except CaseBridgeError as exc:
+            result.issues = exc.issues
+            t["load"] = clock() - start
+            return result
+        result.case_id = case.case_id
+        t["load"] = (mark := clock()) - start
+        terminology = self.mappings.terminology
+        mapped = self.mappings.apply(case, self.targets)
+        result.unmapped = mapped.unmapped
+        result.unused = mapped.unused_facts()
+        result.issues += issues_of_unmapped(mapped)
+        t["map"] = (now := clock()) - mark
+        mark = now
+        if "fhir" in self.targets:
+            bundle = build_bundle(case.case_id, mapped.resources, self.options.fhir_bundle)
+            t["fhir_build"] = (now := clock()) - mark
+            mark = now
+            result.issues += _locate(validate_bundle(bundle, terminology, deep=self.options.deep), case.source)
+            t["fhir_validate"] = (now := clock()) - mark
+            mark = now
+            result.bundle = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
+            result.resources = [(e["resource"]["resourceType"], orjson.dumps(e["resource"]) + b"\n")
+                                for e in bundle["entry"]]
+        if "sdtm" in self.targets:
+            builder = StudyBuilder(self.options.study_id, terminology.ct_version)
+            builder.add(mapped)
+            study = builder.study()
+            t["sdtm_build"] = (now := clock()) - mark
+            mark = now
+            result.issues += _locate(validate_study(study, terminology), case.source)
+            t["sdtm_validate"] = clock() - mark
+            result.sdtm = builder.rows
+        result.ok = not has_errors(result.issues)
+        return result
+
+
+def _locate(issues: list[Issue], source: str) -> list[Issue]:
+    """Prefix output locations with the input they came from."""
+    return [Issue(i.severity, i.rule, i.message, f"{source}: {i.location}" if i.location else source) for i in issues]
+
+
+_WORKER: Pipeline | None = None
+
+
+def init_worker(mappings_folder: str | None, options: Options) -> None:
+    """Process-pool initializer: compile the mapping set once per worker."""
+    global _WORKER
+    _WORKER = Pipeline(MappingSet.load(Path(mappings_folder) if mappings_folder else None), options)
+
+
+def work(record: Record) -> CaseResult:
+    """Process-pool task."""
+    assert _WORKER is not None, "init_worker was not called"
+    return _WORKER.process(record)

@@ -1,0 +1,212 @@
+"""A conversion run over many inputs: ordering, parallelism, quarantine, atomic output, the run report."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import orjson
+
+from converter import __version__
+from converter.case.loader import Record, iter_input_paths, read_records
+from converter.errors import CaseBridgeError
+from converter.mapping.engine import MappingSet
+from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, work
+from converter.sdtm.build import StudyBuilder
+from converter.validate.issues import Issue, has_errors
+from converter.write.atomic import reproducible_timestamp, write_bytes_atomic
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What a run did; written as ``report.json`` and summarised by the CLI."""
+
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    resource_counts: dict[str, int] = field(default_factory=dict)
+    domain_counts: dict[str, int] = field(default_factory=dict)
+    unmapped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    unused: dict[str, list[str]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        """How many inputs failed."""
+        return sum(1 for i in self.inputs if i["status"] != "converted")
+
+    @property
+    def converted(self) -> int:
+        """How many cases were converted."""
+        return sum(1 for i in self.inputs if i["status"] == "converted")
+
+    @property
+    def ok(self) -> bool:
+        """True when every input converted and the study-level output is valid."""
+        return self.failed == 0 and not has_errors(self.issues)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of report.json."""
+        return {"casebridge": self.meta, "summary": {"inputs": len(self.inputs), "converted": self.converted,
+                                                     "failed": self.failed},
+                "inputs": self.inputs, "resource_counts": dict(sorted(self.resource_counts.items())),
+                "domain_counts": dict(sorted(self.domain_counts.items())),
+                "issues": [i.to_dict() for i in self.issues], "unmapped": self.unmapped,
+                "unused_facts": self.unused, "timings_s": {k: round(v, 6) for k, v in self.timings.items()},
+                "files": self.files}
+
+
+def _records(inputs: list[str], failures: list[CaseResult]) -> Iterator[Record]:
+    for path in iter_input_paths(inputs):
+        try:
+            yield from read_records(path)
+        except CaseBridgeError as exc:
+            failures.append(CaseResult(path, "", issues=exc.issues))
+
+
+class _NdjsonSink:
+    """Streams resources to one temporary file per type; renamed into place at the end (atomic per file)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.handles: dict[str, Any] = {}
+
+    def add(self, rtype: str, line: bytes) -> None:
+        handle = self.handles.get(rtype)
+        if handle is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = self.handles[rtype] = open(self.folder / f".{rtype}.ndjson.{os.getpid()}.tmp", "wb")
+        handle.write(line)
+
+    def commit(self) -> list[Path]:
+        paths = []
+        for rtype, handle in sorted(self.handles.items()):
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            target = self.folder / f"{rtype}.ndjson"
+            os.replace(handle.name, target)
+            paths.append(target)
+        return paths
+
+
+def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: Iterable[str] = ("fhir", "sdtm"),
+            fhir_bundle: str = "collection", fhir_ndjson: bool = False, sdtm_formats: Iterable[str] = ("xpt", "json"),
+            study_id: str = "CASEBRIDGE", jobs: int = 1, fail_fast: bool = False, deep: bool = False,
+            created: datetime | None = None, progress: Callable[[CaseResult], None] | None = None) -> RunReport:
+    """Convert every case in ``inputs`` into ``out`` (layout in docs/architecture.md) and return the report."""
+    started = time.perf_counter()
+    out = Path(out)
+    stamp = reproducible_timestamp(created)
+    mapping_set = MappingSet.load(mappings)
+    options = Options(frozenset(to), fhir_bundle, study_id, deep)
+    report = RunReport(meta={
+        "version": __version__, "mappings": str(mapping_set.folder), "mappings_sha256": mapping_set.digest,
+        "ct_version": mapping_set.terminology.ct_version, "terminology_tables": sorted(mapping_set.terminology.tables),
+        "created": stamp.isoformat(), "options": {"to": sorted(options.to), "fhir_bundle": fhir_bundle,
+                                                  "sdtm_formats": sorted(sdtm_formats), "study_id": study_id, "jobs": jobs}})
+    failures: list[CaseResult] = []
+    records = _records(inputs, failures)
+    builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
+    sink = _NdjsonSink(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
+    seen: dict[str, str] = {}
+    stage_totals = dict.fromkeys(STAGES, 0.0)
+
+    def results() -> Iterator[CaseResult]:
+        if jobs <= 1:
+            pipeline = Pipeline(mapping_set, options)
+            for record in records:
+                yield pipeline.process(record)
+            return
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        with ctx.Pool(jobs, initializer=init_worker, initargs=(str(mappings) if mappings else None, options)) as pool:
+            yield from pool.imap(work, records, chunksize=8)
+
+    for result in results():
+        for name, value in result.timings.items():
+            stage_totals[name] += value
+        if result.ok and result.case_id in seen:
+            result.ok = False
+            result.issues.append(Issue("error", "case.duplicate", f"case_id {result.case_id!r} was already converted from {seen[result.case_id]}", result.source))
+        t0 = time.perf_counter()
+        if result.ok:
+            seen[result.case_id] = result.source
+            _accept(result, out, builder, sink, report)
+        else:
+            _quarantine(result, out, report)
+        stage_totals["write"] += time.perf_counter() - t0
+        if progress:
+            progress(result)
+        if fail_fast and not result.ok:
+            break
+    for failure in failures:
+        _quarantine(failure, out, report)
+    t0 = time.perf_counter()
+    if sink is not None:
+        report.files += [str(p) for p in sink.commit()]
+    if "sdtm" in options.to and builder.rows:
+        _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report)
+    stage_totals["write"] += time.perf_counter() - t0
+    report.timings = {**stage_totals, "total": time.perf_counter() - started}
+    report.files.sort()
+    report.files.append(str(write_bytes_atomic(out / "report.json", orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")))
+    return report
+
+
+def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonSink | None, report: RunReport) -> None:
+    entry: dict[str, Any] = {"source": result.source, "case_id": result.case_id, "status": "converted"}
+    if result.bundle is not None:
+        path = write_bytes_atomic(out / "fhir" / f"{_SAFE.sub('_', result.case_id)}.bundle.json", result.bundle)
+        report.files.append(str(path))
+        entry["fhir"] = str(path)
+        for rtype, line in result.resources:
+            report.resource_counts[rtype] = report.resource_counts.get(rtype, 0) + 1
+            if sink is not None:
+                sink.add(rtype, line)
+    for name, rows in result.sdtm.items():
+        builder.rows.setdefault(name, []).extend(rows)
+        report.domain_counts[name] = report.domain_counts.get(name, 0) + len(rows)
+    report.inputs.append(entry)
+    report.issues += result.issues
+    if result.unmapped:
+        report.unmapped[result.case_id] = result.unmapped
+    if result.unused:
+        report.unused[result.case_id] = result.unused
+
+
+def _quarantine(result: CaseResult, out: Path, report: RunReport) -> None:
+    name = _SAFE.sub("_", Path(result.source.replace("#", "_line")).name) or "input"
+    body = {"source": result.source, "case_id": result.case_id, "issues": [i.to_dict() for i in result.issues],
+            "input": result.text}
+    path = write_bytes_atomic(out / "quarantine" / f"{name}.error.json", orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+    report.files.append(str(path))
+    report.inputs.append({"source": result.source, "case_id": result.case_id, "status": "quarantined",
+                          "error": str(path), "errors": sum(1 for i in result.issues if i.severity == "error")})
+    report.issues += result.issues
+
+
+def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, formats: set[str], stamp: datetime,
+                report: RunReport) -> None:
+    from converter.validate.sdtm import validate_study
+    from converter.write import write_study
+
+    study = builder.study()
+    issues = validate_study(study, mapping_set.terminology)
+    known = {(i.rule, i.message) for i in report.issues}
+    report.issues += [i for i in issues if (i.rule, i.message) not in known]
+    invalid = {i.location.split("[")[0].split(".")[0] for i in issues if i.severity == "error"}
+    for name in sorted(invalid & set(study.datasets)):
+        del study.datasets[name]
+        report.issues.append(Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name))
+    paths, write_issues = write_study(study, out, mapping_set.terminology, formats, stamp)
+    report.issues += write_issues
+    report.files += [str(p) for p in paths]

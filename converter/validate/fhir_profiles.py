@@ -1,0 +1,309 @@
+"""Profile rules as data: ``schemas/fhir/profile-rules.json`` (written by ``tools/build_profile_rules.py``).
+
+The rules file holds, per StructureDefinition URL, a tree of the elements that carry a checked constraint
+(cardinality, fixed/pattern value, required binding with enumerated codes, narrowed choice types, slices with
+their membership patterns). This module compiles it once into small immutable objects and walks resources
+with them; nothing here knows any particular profile.
+
+Which rules apply to a resource: the FHIR R4 base rules of its type, plus the rules of every profile in
+``meta.profile``. Extension rules are applied to every extension found anywhere in a resource: the R4
+``Extension`` base rules, plus the rules of the extension definition named by its ``url`` when known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import orjson
+
+from converter.resources import schema_path
+from converter.validate.issues import Issue
+
+RULES_FILE = "fhir/profile-rules.json"
+EXTENSION_BASE = "http://hl7.org/fhir/StructureDefinition/Extension"
+_ABSENT = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The constraints on one element (or one slice) of a profile."""
+
+    id: str
+    label: str
+    keys: tuple[str, ...]
+    key_of: dict[str, str] | None   # for choice elements: JSON key or "_key" -> key (scanned via the object)
+    min: int
+    max: int | None
+    fixed: object
+    pattern: object
+    codes: frozenset[tuple[str, str]] | None
+    code_values: frozenset[str]
+    value_set: str
+    forbidden: frozenset[str]        # JSON keys (and "_key"s) of choice types the profile removed
+    children: tuple[Rule, ...]
+    slices: tuple[Slice, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """A slice: the items matching every (path, value) pair of ``match`` are checked against ``rule``."""
+
+    name: str
+    match: tuple[tuple[tuple[str, ...], object], ...]
+    rule: Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One StructureDefinition's compiled rules."""
+
+    url: str
+    id: str
+    type: str
+    base: bool
+    title: str
+    children: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Every compiled profile, indexed the ways the validator looks them up."""
+
+    profiles: dict[str, Profile]
+    base_by_type: dict[str, Profile]
+    extension_base: Profile | None
+
+
+def _compile_rule(node: dict, valuesets: dict, choices: dict, keys: tuple[str, ...] = ()) -> Rule:
+    keys = tuple(node.get("keys", keys))
+    last = node["id"].rsplit(".", 1)[-1]
+    name, _, slice_name = last.partition(":")
+    label = slice_name if slice_name and name.endswith("[x]") else last
+    codes = None
+    code_values: frozenset[str] = frozenset()
+    value_set = ""
+    if "binding" in node:
+        value_set = node["binding"]["valueSet"]
+        pairs = [tuple(c) for c in valuesets[value_set]["codes"]]
+        codes = frozenset(pairs)
+        code_values = frozenset(code for _, code in pairs)
+    removed = [k for k in choices.get(node.get("choice", ""), ()) if k not in keys]
+    forbidden = frozenset(removed + ["_" + k for k in removed])
+    key_of = {k: k for k in keys} | {"_" + k: k for k in keys} if len(keys) > 1 else None
+    return Rule(
+        id=node["id"],
+        label=label,
+        keys=keys,
+        key_of=key_of,
+        min=node.get("min", 0),
+        max=node.get("max"),
+        fixed=node.get("fixed", _ABSENT),
+        pattern=node.get("pattern", _ABSENT),
+        codes=codes,
+        code_values=code_values,
+        value_set=value_set,
+        forbidden=forbidden,
+        children=tuple(_compile_rule(c, valuesets, choices) for c in node.get("children", ())),
+        slices=tuple(
+            Slice(s["name"], tuple((tuple(m["path"]), m["value"]) for m in s["match"]),
+                  _compile_rule(s, valuesets, choices, keys))
+            for s in node.get("slices", ())
+        ),
+    )
+
+
+@cache
+def rules() -> RuleSet:
+    """The compiled rules (read and compiled once per process)."""
+    data = orjson.loads(schema_path(RULES_FILE).read_bytes())
+    valuesets, choices = data["valuesets"], data["choices"]
+    profiles: dict[str, Profile] = {}
+    for url, entry in data["profiles"].items():
+        title = f"FHIR R4 {entry['type']}" if entry["base"] else entry["id"]
+        children = tuple(_compile_rule(c, valuesets, choices) for c in entry.get("children", ()))
+        profiles[url] = Profile(url, entry["id"], entry["type"], entry["base"], title, children)
+    base_by_type = {p.type: p for p in profiles.values() if p.base}
+    return RuleSet(profiles, base_by_type, profiles.get(EXTENSION_BASE))
+
+
+def _contains(value: object, pattern: object) -> bool:
+    """FHIR pattern semantics: every part of ``pattern`` is present in ``value`` (lists: some item matches)."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(k in value and _contains(value[k], p) for k, p in pattern.items())
+    if isinstance(pattern, list):
+        return isinstance(value, list) and all(any(_contains(v, p) for v in value) for p in pattern)
+    return value == pattern
+
+
+def _values_at(value: object, path: tuple[str, ...]) -> list[object]:
+    current = [value]
+    for part in path:
+        nxt: list[object] = []
+        for item in current:
+            if isinstance(item, dict):
+                found = item.get(part)
+                if isinstance(found, list):
+                    nxt.extend(found)
+                elif found is not None:
+                    nxt.append(found)
+        current = nxt
+    return current
+
+
+def _in_slice(value: object, match: tuple[tuple[tuple[str, ...], object], ...]) -> bool:
+    return all(any(_contains(v, expected) for v in _values_at(value, path)) for path, expected in match)
+
+
+def _items(rule: Rule, obj: dict) -> list[tuple[object, str, int]]:
+    """The values of an element in ``obj`` as (value, key, index; -1 when not in a list).
+
+    A primitive carried only by its ``_key`` extension counts, with the value None.
+    """
+    if rule.key_of is None:
+        keys: tuple[str, ...] | list[str] = rule.keys
+    else:  # a choice element: look at the object's keys, not at every possible type
+        keys = sorted({rule.key_of[k] for k in obj if k in rule.key_of})
+    items: list[tuple[object, str, int]] = []
+    for key in keys:
+        value = obj.get(key)
+        if value is None:
+            value = obj.get("_" + key)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                items.extend((None, key, i) for i in range(len(value)))
+            else:
+                items.append((None, key, -1))
+        elif isinstance(value, list):
+            items.extend((v, key, i) for i, v in enumerate(value))
+        else:
+            items.append((value, key, -1))
+    return items
+
+
+def _where(loc: str, key: str, index: int) -> str:
+    return f"{loc}.{key}" if index < 0 else f"{loc}.{key}[{index}]"
+
+
+def _short(value: object) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _codes_of(value: object) -> list[tuple[object, object]]:
+    if isinstance(value, str):
+        return [(None, value)]
+    if not isinstance(value, dict):
+        return []
+    if "coding" in value or "code" not in value:
+        return [(c.get("system"), c.get("code")) for c in value.get("coding") or () if isinstance(c, dict)]
+    return [(value.get("system"), value.get("code"))]
+
+
+def _in_binding(rule: Rule, value: object) -> bool:
+    if isinstance(value, str):
+        return value in rule.code_values
+    return any(pair in rule.codes for pair in _codes_of(value))  # type: ignore[operator]
+
+
+class _Checker:
+    """Walks one resource (or one extension) with one profile's rules."""
+
+    __slots__ = ("profile", "issues")
+
+    def __init__(self, profile: Profile, issues: list[Issue]):
+        self.profile = profile
+        self.issues = issues
+
+    def _issue(self, rule: str, message: str, location: str) -> None:
+        self.issues.append(Issue("error", rule, f"{message} ({self.profile.title})", location))
+
+    def children(self, rules: tuple[Rule, ...], obj: object, loc: str) -> None:
+        """Apply element rules to the properties of ``obj`` (at location ``loc``)."""
+        if not isinstance(obj, dict):
+            return
+        for rule in rules:
+            items = _items(rule, obj)
+            for key in rule.forbidden.intersection(obj) if rule.forbidden else ():
+                self._issue("fhir.profile.type", f"{rule.id}: {key.lstrip('_')} is not allowed here; allowed: "
+                            f"{', '.join(rule.keys)}", f"{loc}.{key}")
+            self.count(rule, len(items), loc, rule.label)
+            self.items(rule, items, loc)
+            for sl in rule.slices:
+                members = [item for item in items if _in_slice(item[0], sl.match)]
+                self.count(sl.rule, len(members), loc, f"{rule.label}:{sl.name}")
+                self.items(sl.rule, members, loc)
+
+    def count(self, rule: Rule, n: int, loc: str, label: str) -> None:
+        """Cardinality of an element or slice."""
+        if n < rule.min:
+            self._issue("fhir.profile.required", f"{rule.id} is required (min {rule.min}, found {n})",
+                        f"{loc}.{label}")
+        if rule.max is not None and n > rule.max:
+            if rule.max == 0:
+                self._issue("fhir.profile.prohibited", f"{rule.id} is not allowed (max 0)", f"{loc}.{label}")
+            else:
+                self._issue("fhir.profile.cardinality", f"{rule.id} allows at most {rule.max}, found {n}",
+                            f"{loc}.{label}")
+
+    def items(self, rule: Rule, items: list[tuple[object, str, int]], loc: str) -> None:
+        """Value constraints on each present item, then its children."""
+        for value, key, index in items:
+            if value is None:
+                continue
+            if rule.fixed is not _ABSENT and value != rule.fixed:
+                self._issue("fhir.profile.fixed", f"{rule.id} must be exactly {_short(rule.fixed)}; found "
+                            f"{_short(value)}", _where(loc, key, index))
+            if rule.pattern is not _ABSENT and not _contains(value, rule.pattern):
+                self._issue("fhir.profile.fixed", f"{rule.id} must match the pattern {_short(rule.pattern)}; "
+                            f"found {_short(value)}", _where(loc, key, index))
+            if rule.codes is not None and not _in_binding(rule, value):
+                found = ", ".join(f"{s}|{c}" if s else str(c) for s, c in _codes_of(value)) or "no code"
+                self._issue("fhir.profile.binding", f"{rule.id}: {found} is not in the required value set "
+                            f"{rule.value_set}", _where(loc, key, index))
+            if (rule.children or rule.slices) and isinstance(value, dict):
+                self.children(rule.children, value, _where(loc, key, index))
+
+
+def _canonical(url: str) -> str:
+    return url.split("|", 1)[0]
+
+
+def check_profiles(resource: dict, label: str) -> list[Issue]:
+    """Issues of one resource against its type's base rules and every profile in its ``meta.profile``."""
+    ruleset = rules()
+    issues: list[Issue] = []
+    rtype = resource.get("resourceType")
+    base = ruleset.base_by_type.get(rtype)  # type: ignore[arg-type]
+    if base is not None:
+        _Checker(base, issues).children(base.children, resource, label)
+    meta = resource.get("meta")
+    claimed = meta.get("profile") if isinstance(meta, dict) else None
+    for i, url in enumerate(claimed if isinstance(claimed, list) else ()):
+        if not isinstance(url, str):
+            continue
+        profile = ruleset.profiles.get(_canonical(url))
+        where = f"{label}.meta.profile[{i}]"
+        if profile is None:
+            issues.append(Issue("warning", "fhir.profile.unknown",
+                                f"no rules for profile {url}: only the base rules were checked", where))
+        elif profile.type != rtype:
+            issues.append(Issue("error", "fhir.profile.type", f"profile {profile.id} is for {profile.type}, "
+                                f"not {rtype}", where))
+        else:
+            _Checker(profile, issues).children(profile.children, resource, label)
+    return issues
+
+
+def check_extension(extension: dict, location: str) -> list[Issue]:
+    """Issues of one extension against the R4 Extension rules and its own definition (by ``url``)."""
+    ruleset = rules()
+    issues: list[Issue] = []
+    if ruleset.extension_base is not None:
+        _Checker(ruleset.extension_base, issues).children(ruleset.extension_base.children, extension, location)
+    url = extension.get("url")
+    profile = ruleset.profiles.get(url) if isinstance(url, str) else None
+    if profile is not None and profile.type == "Extension":
+        _Checker(profile, issues).children(profile.children, extension, location)
+    return issues

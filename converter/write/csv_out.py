@@ -1,0 +1,42 @@
+"""One CSV file per dataset (``OUT/sdtm/csv/<dataset>.csv``): a convenience view, not a submission format.
+
+RFC 4180: UTF-8 without BOM, CRLF line ends, header = variable names, fields quoted only when they hold a
+comma, quote or line break. Missing values are empty fields; numbers are written as define.xml shows them
+(``3``, not ``3.0``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from converter.sdtm.model import Dataset
+from converter.validate.issues import Issue, has_errors
+from converter.write.atomic import write_bytes_atomic
+from converter.write.define_xml import ColumnMeta, describe_dataset, num_text
+
+
+def csv_bytes(dataset: Dataset, columns: Sequence[ColumnMeta]) -> bytes:
+    """The CSV content of a dataset that passed :func:`describe_dataset` without errors."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow([m.name for m in columns])
+    cols = []
+    for meta in columns:
+        values = dataset.column(meta.name)
+        if meta.variable.type == "Char":
+            cols.append(["" if v is None else v for v in values])
+        else:
+            cols.append(["" if v is None or v != v else num_text(v) for v in values])  # type: ignore[arg-type]
+    writer.writerows(zip(*cols))
+    return buffer.getvalue().encode("utf-8")
+
+
+def write_csv(dataset: Dataset, csv_dir: Path) -> tuple[Path | None, list[Issue]]:
+    """Write ``<csv_dir>/<dataset>.csv`` atomically, or refuse (path None) when the guards report errors."""
+    columns, issues = describe_dataset(dataset)
+    if has_errors(issues):
+        return None, issues
+    return write_bytes_atomic(csv_dir / f"{dataset.name.lower()}.csv", csv_bytes(dataset, columns)), issues
