@@ -63,6 +63,17 @@ def values_at(doc: Any, pattern: Pattern, prefix: tuple[str | int, ...] = ()) ->
         yield from values_at(doc[head], rest, prefix + (head,))
 
 
+def coerce_years(doc: dict[str, Any]) -> None:
+    """A bare year written unquoted in YAML (``onset: 2014``) is read as the date "2014", not rejected."""
+    for pattern in field_patterns("isodate"):
+        for path, value in values_at(doc, pattern):
+            if isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 2999:
+                parent = doc
+                for part in path[:-1]:
+                    parent = parent[part]
+                parent[path[-1]] = str(value)
+
+
 def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) -> list[Issue]:
     """Issues the schema cannot express; fills ``ids`` (entity id → document path)."""
     issues: list[Issue] = []
@@ -84,11 +95,6 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
         for path, value in values_at(doc, pattern):
             if isinstance(value, str) and (problem := check_real(value)):
                 err(path, "case.date", problem)
-    for pattern in field_patterns("date"):
-        for path, value in values_at(doc, pattern):
-            date = iso_of(value)
-            if date and (problem := check_real(date)):
-                err(path + (("date",) if isinstance(value, dict) else ()), "case.date", problem)
     _check_periods(doc, (), err)
     for pattern in field_patterns("quantity"):
         for path, value in values_at(doc, pattern):

@@ -7,6 +7,7 @@ problem is it parsed again with ruamel's round-trip loader to find line:column f
 from __future__ import annotations
 
 import io
+import json
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -17,7 +18,7 @@ import orjson
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from converter.case.checks import semantic_issues
+from converter.case.checks import coerce_years, semantic_issues
 from converter.case.model import Case, iter_entities, join_path, split_path
 from converter.case.schema import schema_issues
 from converter.errors import CaseError
@@ -78,7 +79,7 @@ def read_records(path: str | Path, stdin: io.BufferedIOBase | None = None) -> It
         if stripped.startswith("{") and len(lines) > 1 and all(ln.lstrip().startswith("{") for ln in lines):
             yield from _ndjson_records("<stdin>", text)
         else:
-            yield Record("<stdin>", text, "json" if stripped.startswith("{") else "yaml")
+            yield Record("<stdin>", text, "json" if _is_json(stripped) else "yaml")
         return
     p = Path(path)
     try:
@@ -93,10 +94,48 @@ def read_records(path: str | Path, stdin: io.BufferedIOBase | None = None) -> It
         yield Record(str(p), text, "json" if suffix in JSON_SUFFIXES else "yaml")
 
 
+def _is_json(text: str) -> bool:
+    """True when stdin text is JSON (YAML flow mappings also start with '{')."""
+    if not text.startswith("{"):
+        return False
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def _ndjson_records(source: str, text: str) -> Iterator[Record]:
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             yield Record(f"{source}#{n}", line, "json", n - 1)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON object hook: a repeated key is an error, as it is in YAML (stdlib json: orjson cannot tell)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _key_location(record: Record, key: str) -> str:
+    """file:line:col of the second occurrence of a JSON key."""
+    needle = json.dumps(key)
+    first = record.text.find(needle)
+    second = record.text.find(needle, first + 1) if first >= 0 else -1
+    at = second if second >= 0 else max(first, 0)
+    line = record.text.count("\n", 0, at) + 1
+    col = at - (record.text.rfind("\n", 0, at) + 1) + 1
+    return f"{record.source}:{line + record.line_offset}:{col}"
 
 
 def parse_record(record: Record) -> Any:
@@ -106,11 +145,14 @@ def parse_record(record: Record) -> Any:
                         location=f"{record.source}:1:1", rule="case.read")
     if record.fmt == "json":
         try:
-            return orjson.loads(record.text)
-        except orjson.JSONDecodeError as exc:
+            return json.loads(record.text, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as exc:
             line = record.line_offset + exc.lineno
             raise CaseError(f"JSON syntax error: {exc.msg}", location=f"{record.source}:{line}:{exc.colno}",
                             rule="case.syntax") from None
+        except _DuplicateKey as exc:
+            raise CaseError(f"JSON syntax error: duplicate key {exc.key!r} (each key once per object)",
+                            location=_key_location(record, exc.key), rule="case.syntax") from None
     try:
         return _plain(_safe_yaml().load(record.text))
     except MarkedYAMLError as exc:
@@ -165,10 +207,14 @@ class Locator:
 def check_document(doc: Any, record: Record) -> tuple[list[Issue], dict[str, str]]:
     """Schema and semantic issues of a parsed document, located; and its id → path index."""
     locate = Locator(record)
+    if doc is None:
+        return [Issue("error", "case.read", "empty document (only comments or '---'); expected a case report (a mapping with case_id, source, patient…)",
+                      f"{record.source}:1:1")], {}
     if not isinstance(doc, dict):
         kind = type(doc).__name__ if doc is not None else "nothing"
         return [Issue("error", "case.type", f"the document is a {kind}; expected a mapping (case_id, source, patient…)",
                       f"{record.source}:1:1")], {}
+    coerce_years(doc)
     issues = schema_issues(doc, locate)
     ids: dict[str, str] = {}
     if not has_errors(issues):
