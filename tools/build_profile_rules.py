@@ -47,7 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "fhir"
 DEFAULT_OUT = ROOT / "schemas" / "fhir" / "profile-rules.json"
 
-CORE = "http://hl7.org/fhir/StructureDefinition/"
 US_CORE_PROFILES = ("us-core-smokingstatus",)
 # Core resource definitions that describe abstract ancestors, not instances.
 ABSTRACT_CORE = ("Resource", "DomainResource", "Element", "BackboneElement")
@@ -92,7 +91,6 @@ class Builder:
     """Turns StructureDefinitions into rule trees."""
 
     def __init__(self, sources: list[Source]):
-        self.sources = sources
         self.sds: dict[str, dict] = {}
         self.source_of: dict[str, str] = {}
         self.valuesets: dict[str, dict] = {}
@@ -103,12 +101,10 @@ class Builder:
             for url, vs in src.valuesets.items():
                 self.valuesets.setdefault(url, vs)
         self.core_paths: dict[str, dict] = {}   # element path -> core element (base types)
-        for name in list(self.sds):
-            if name.startswith(CORE) and "/" not in name[len(CORE):]:
-                sd = self.sds[name]
-                if sd.get("derivation") == "specialization":
-                    for el in sd["snapshot"]["element"]:
-                        self.core_paths.setdefault(el["path"], el)
+        for sd in self.sds.values():
+            if sd.get("derivation") == "specialization":
+                for el in sd["snapshot"]["element"]:
+                    self.core_paths.setdefault(el["path"], el)
         self.used_valuesets: dict[str, dict] = {}
         self.choices: dict[str, list[str]] = {}   # base path of a narrowed x[x] -> every key the base allows
         self.not_checked: list[dict] = []
@@ -194,7 +190,7 @@ class Builder:
         root = self.tree(self.snapshot(url))
         ctx = _Ctx(self, sd, is_base)
         compiled = ctx.node(root, root=True) or {}
-        entry = {
+        return {
             "id": sd["id"],
             "name": sd.get("name", sd["id"]),
             "type": sd["type"],
@@ -204,10 +200,6 @@ class Builder:
             "source": self.source_of[url],
             "children": compiled.get("children", []),
         }
-        for key in ("slices",):
-            if key in compiled:
-                entry[key] = compiled[key]
-        return entry
 
     # ---- value sets ------------------------------------------------------------------------------------
     def enumerate_valueset(self, url: str, seen: frozenset[str] = frozenset()) -> tuple[list[list[str]] | None, str]:

@@ -135,9 +135,12 @@ def compile_file(path: FsPath, name: str, doc: Any, terminology: Terminology, co
     for i, spec in enumerate(doc.get("rules") or []):
         if not isinstance(spec, dict) or "id" not in spec:
             continue  # reported by the schema check
+        before = len(collected.errors)
         try:
             rules.append(compile_rule(spec, name, str(target), str(kind), terminology, collected))
         except CompileError as exc:
+            problems.append(LoadProblem(name, exc.line, exc.col, f"rule {spec.get('id')}: {exc}"))
+        for exc in collected.errors[before:]:
             problems.append(LoadProblem(name, exc.line, exc.col, f"rule {spec.get('id')}: {exc}"))
     return MappingFile(path, name, str(target), str(kind), str(doc.get("description", "")), rules,
                        list(doc.get("tests") or []), doc)

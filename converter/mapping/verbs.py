@@ -130,6 +130,7 @@ class Collected:
     rule_refs: list[tuple[str, int, int]] = field(default_factory=list)
     targets: list[tuple[str, str, str, int, int]] = field(default_factory=list)  # every template key: (target, "", "", line, col)
     verbs: list[tuple[str, str, str, int, int]] = field(default_factory=list)    # (target, verb, source, line, col)
+    errors: list["CompileError"] = field(default_factory=list)                   # problems found while compiling
 
 
 @dataclass(slots=True)
@@ -173,10 +174,14 @@ class Compiler:
                 line, col = self.where(node)
                 raise CompileError(f"one verb per mapping, found {', '.join(verbs)}", line, col)
             if verbs:
-                fn = self.verb(verbs[0], node, target)
+                try:
+                    fn = self.verb(verbs[0], node, target)
+                except CompileError as exc:  # keep going: every problem of a file is reported at once
+                    self.collected.errors.append(exc)
+                    fn = _nothing
                 dynamic = True
             else:
-                fn, dynamic = self.obj({k: v for k, v in node.items() if k != "$when"}, target)
+                fn, dynamic = self.obj(node, target)
             if cond is None:
                 return fn, dynamic
             return (lambda sc: fn(sc) if cond(sc) else None), True
@@ -200,13 +205,16 @@ class Compiler:
     def obj(self, node: dict[str, Any], target: str) -> tuple[Callable[[Scope], Any], bool]:
         """A literal mapping: kept when constant, dropped when all its computed fields are empty."""
         lc = getattr(node, "lc", None)
+        node = {k: v for k, v in node.items() if k != "$when"} if lc is None else node
         for k in node:
+            if k == "$when":
+                continue
             try:
                 line, col = (lc.key(k)[0] + 1, lc.key(k)[1] + 1) if lc is not None else (0, 0)
             except (KeyError, TypeError):
                 line, col = 0, 0
             self.collected.targets.append((f"{target}.{k}", "", "", line, col))
-        parts = [(str(k), *self.compile(v, f"{target}.{k}")) for k, v in node.items()]
+        parts = [(str(k), *self.compile(v, f"{target}.{k}")) for k, v in node.items() if k != "$when"]
         dynamic = any(d for _, _, d in parts)
         items = [(k, f, d) for k, f, d in parts]
 
@@ -487,6 +495,11 @@ class Compiler:
                     return v
             return None
         return fn
+
+
+def _nothing(scope: Scope) -> None:
+    """Stand-in for a template node that failed to compile (the file does not load; lint lists why)."""
+    return None
 
 
 def scope_pattern(scopes: tuple[tuple[str, ...], ...], p: Path) -> tuple[str, ...]:

@@ -107,6 +107,16 @@ def domain_meta(name: str) -> DomainMeta:
     )
 
 
+def dataset_label(name: str) -> str:
+    """SDTMIG label of a dataset (``Supplemental Qualifiers for AE`` for SUPPAE); KeyError when unknown."""
+    return domain_meta(name).label
+
+
+def dataset_class(name: str) -> str:
+    """SDTMIG class of a dataset (``Events``, ``Relationship``…); KeyError when unknown."""
+    return domain_meta(name).domain_class
+
+
 @cache
 def _index(name: str) -> dict[str, Variable]:
     return {v.name: v for v in domain_meta(name).variables}

@@ -282,6 +282,8 @@ def validate_ndjson(path: str | Path, terminology: Terminology | None = None) ->
     Lines that are not JSON are reported as ``fhir.ndjson`` at ``file:line``.
     """
     path = Path(path)
+    if not path.exists():
+        return [Issue("error", "fhir.ndjson", "no such file or folder", str(path))]
     files = sorted(path.glob("*.ndjson")) if path.is_dir() else [path]
     issues: list[Issue] = []
     pending: list[tuple[str, str]] = []

@@ -39,7 +39,7 @@ def _encode(fmt: str, dataset: Dataset, study: Study, columns: list[ColumnMeta],
         return xpt_bytes(dataset, columns, created)
     if fmt == "json":
         return dataset_json_bytes(dataset, study, columns, created)
-    return csv_bytes(dataset, columns)
+    return csv_bytes(columns)
 
 
 def write_study(study: Study, out_dir: Path, terminology: Terminology,

@@ -18,14 +18,14 @@ from converter.write.atomic import write_bytes_atomic
 from converter.write.define_xml import ColumnMeta, describe_dataset, num_text
 
 
-def csv_bytes(dataset: Dataset, columns: Sequence[ColumnMeta]) -> bytes:
-    """The CSV content of a dataset that passed :func:`describe_dataset` without errors."""
+def csv_bytes(columns: Sequence[ColumnMeta]) -> bytes:
+    """The CSV content of the columns of a dataset that passed :func:`describe_dataset` without errors."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow([m.name for m in columns])
     cols = []
     for meta in columns:
-        values = dataset.column(meta.name)
+        values = meta.values
         if meta.variable.type == "Char":
             cols.append(["" if v is None else v for v in values])
         else:
@@ -39,4 +39,4 @@ def write_csv(dataset: Dataset, csv_dir: Path) -> tuple[Path | None, list[Issue]
     columns, issues = describe_dataset(dataset)
     if has_errors(issues):
         return None, issues
-    return write_bytes_atomic(csv_dir / f"{dataset.name.lower()}.csv", csv_bytes(dataset, columns)), issues
+    return write_bytes_atomic(csv_dir / f"{dataset.name.lower()}.csv", csv_bytes(columns)), issues

@@ -24,8 +24,7 @@ from converter.write.atomic import reproducible_timestamp, write_bytes_atomic
 from converter.write.define_xml import ColumnMeta, describe_dataset, item_oid, metadata_version_oid, study_oid
 
 DATASET_JSON_VERSION = "1.1.0"
-_JSON_TYPES = {"text": "string", "integer": "integer", "float": "double", "date": "date", "datetime": "datetime",
-               "time": "time"}
+_JSON_TYPES = {"text": "string", "integer": "integer", "float": "double", "date": "date", "datetime": "datetime"}
 
 
 def json_data_type(meta: ColumnMeta) -> str:
@@ -43,8 +42,8 @@ def _column(dataset: Dataset, meta: ColumnMeta) -> dict[str, object]:
     return col
 
 
-def _values(dataset: Dataset, meta: ColumnMeta) -> list[object]:
-    values: list[Cell] = dataset.column(meta.name)
+def _values(meta: ColumnMeta) -> list[object]:
+    values: list[Cell] = meta.values
     if meta.variable.type == "Char":
         return values  # type: ignore[return-value]
     if meta.data_type == "integer":
@@ -73,7 +72,7 @@ def dataset_json_document(dataset: Dataset, study: Study, columns: Sequence[Colu
         "name": dataset.name,
         "label": dataset.label,
         "columns": [_column(dataset, m) for m in columns],
-        "rows": list(zip(*(_values(dataset, m) for m in columns))),  # orjson writes tuples as arrays
+        "rows": list(zip(*(_values(m) for m in columns))),  # orjson writes tuples as arrays
     })
     return doc
 

@@ -78,7 +78,7 @@ _MAX_CELL_ISSUES = 20
 
 @dataclass(frozen=True, slots=True)
 class ColumnMeta:
-    """What every writer needs to know about one variable of one dataset."""
+    """What every writer needs to know about one variable of one dataset, and the values it checked."""
 
     variable: Variable
     data_type: str                   # Define-XML ItemDef DataType: text, integer, float, date, partialDate…
@@ -86,6 +86,7 @@ class ColumnMeta:
     define_length: int | None        # ItemDef Length (text/integer/float only)
     significant_digits: int | None   # ItemDef SignificantDigits (float only)
     key_sequence: int | None
+    values: list[Cell]               # the column as checked: writers write exactly these values
 
     @property
     def name(self) -> str:
@@ -213,7 +214,11 @@ def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, i
     length = longest
     if var.length is not None:
         length = var.length
-        if longest > var.length:
+        if var.length < 1:
+            cells.issues.append(Issue("error", "sdtm.write.length", f"declared length {var.length} of {var.name} is "
+                                      "not a positive number of bytes", f"{cells.dataset.name}.{var.name}"))
+            length = longest
+        elif longest > var.length:
             for row, v in enumerate(values):
                 if isinstance(v, str) and len(v.encode("utf-8")) > var.length:
                     cells.add("error", "sdtm.write.length", var.name, row,
@@ -231,25 +236,24 @@ def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, i
 
 
 def _num_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int | None, int | None]:
-    numbers: list[float | int] = []
-    for row, v in enumerate(values):
-        if v is None:
-            continue
-        if type(v) is float or type(v) is int or (isinstance(v, Real) and not isinstance(v, bool)):
-            if math.isnan(v):
+    # fast path: Python ints and floats only (the usual case); anything else is checked cell by cell
+    numbers: list[float | int] = [v for v in values if type(v) is float or type(v) is int]
+    if len(numbers) + values.count(None) != len(values) or math.inf in numbers or -math.inf in numbers:
+        numbers = []
+        for row, v in enumerate(values):
+            if v is None:
                 continue
-            if math.isinf(v):
-                cells.add("error", "sdtm.write.type", var.name, row, f"Num variable {var.name} holds {v!r}")
-                continue
-            numbers.append(v)  # type: ignore[arg-type]
-        else:
-            cells.add("error", "sdtm.write.type", var.name, row,
-                      f"Num variable {var.name} holds a {type(v).__name__} ({v!r}); builders must supply numbers")
+            if isinstance(v, Real) and not isinstance(v, bool) and not math.isinf(v):
+                numbers.append(v)  # type: ignore[arg-type]
+            else:
+                cells.add("error", "sdtm.write.type", var.name, row,
+                          f"Num variable {var.name} holds {type(v).__name__} {v!r}; builders must supply finite numbers")
+    numbers = [v for v in numbers if v == v]  # NaN is missing
     if not numbers:
         return "float", 8, None
-    if all(isinstance(v, int) or float(v).is_integer() for v in numbers):
-        return "integer", max(len(str(int(v))) for v in numbers), None
-    texts = [format(Decimal(repr(float(v))), "f") for v in numbers]
+    if all(type(v) is int or float(v).is_integer() for v in numbers):
+        return "integer", max(len(str(int(v))) for v in set(numbers)), None
+    texts = [t if "e" not in t else format(Decimal(t), "f") for t in map(repr, map(float, set(numbers)))]
     return "float", max(map(len, texts)), max(len(t.partition(".")[2]) for t in texts)
 
 
@@ -291,7 +295,7 @@ def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
         else:
             data_type, define_length, digits = _num_meta(var, values, cells)
             length = 8
-        columns.append(ColumnMeta(var, data_type, length, define_length, digits, keys.get(var.name)))
+        columns.append(ColumnMeta(var, data_type, length, define_length, digits, keys.get(var.name), values))
     cells.close()
     return columns, issues
 
@@ -348,18 +352,23 @@ def _structure(dataset: Dataset) -> str:
     return f"One record per {', '.join(keys)}" if keys else "One record per row"
 
 
+def _version_date(raw: str) -> str:
+    """``2025-03-28`` from ``SDTM CT 2025-03-28`` (or the text itself when it holds no date)."""
+    found = re.search(r"\d{4}-\d{2}-\d{2}", raw)
+    return found.group(0) if found else raw.strip()
+
+
 def _ct_version(study: Study, terminology: Terminology, issues: list[Issue]) -> str:
-    raw = terminology.ct_version or study.ct_version
-    if terminology.ct_version and study.ct_version and terminology.ct_version != study.ct_version:
+    """The CT version for def:Standards: the terminology's, else the study's; a disagreement is reported."""
+    ours, theirs = _version_date(terminology.ct_version), _version_date(study.ct_version)
+    if ours and theirs and ours != theirs:
         issues.append(Issue("warning", "define.standards",
-                            f"terminology CT version {terminology.ct_version!r} differs from the study's "
-                            f"{study.ct_version!r}; define.xml uses the terminology's"))
-    if not raw:
+                            f"terminology CT version {ours!r} differs from the study's {theirs!r}; "
+                            "define.xml uses the terminology's"))
+    if not (ours or theirs):
         issues.append(Issue("warning", "define.standards",
                             "no CDISC CT version known: define.xml declares no CT standard"))
-        return ""
-    found = re.search(r"\d{4}-\d{2}-\d{2}", raw)
-    return found.group(0) if found else raw
+    return ours or theirs
 
 
 def _origin(parent: etree._Element, origin: str) -> None:
@@ -455,7 +464,7 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
             if not code:
                 continue
             seen = used.setdefault(code, {})
-            for v in ds.column(meta.name):
+            for v in meta.values:
                 if isinstance(v, str) and v:
                     seen[v] = None
                 elif isinstance(v, Real) and not isinstance(v, bool) and not math.isnan(v):
@@ -469,7 +478,7 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
         cl = terminology.codelist_by_code(code)
         if cl is None:
             issues.append(Issue("warning", "define.codelist",
-                                f"codelist {code} is not in the terminology: no CodeList for {where}"))
+                                f"codelist {code} is not in the terminology: no CodeList for {where}", where))
             continue
         by_value = {t.submission_value: t for t in cl.terms}
         entries = [(t.submission_value, t.c_code, t.extension) for t in cl.terms if t.submission_value in used[code]]

@@ -67,6 +67,21 @@ def ibm_float(value: float) -> bytes:
     return (((sign | biased) << 56) | fraction).to_bytes(8, "big")
 
 
+def _ibm_column(values: list[Cell]) -> list[bytes]:
+    """IBM encodings of a Num column (missing: ``.``), each distinct value converted once."""
+    memo: dict[float, bytes] = {}
+    out: list[bytes] = []
+    for v in values:
+        if v is None or v != v:
+            out.append(_MISSING)
+            continue
+        encoded = memo.get(v)  # type: ignore[arg-type]
+        if encoded is None:
+            encoded = memo[v] = ibm_float(float(v))  # type: ignore[arg-type,index]
+        out.append(encoded)
+    return out
+
+
 def _pad80(data: bytes) -> bytes:
     return data + b" " * (-len(data) % 80)
 
@@ -87,6 +102,10 @@ def check_xpt(dataset: Dataset, columns: Sequence[ColumnMeta]) -> list[Issue]:
         err("xpt.variables", "a transport file needs at least one variable", ds)
     if len(columns) > MAX_VARIABLES:
         err("xpt.variables", f"{len(columns)} variables; XPORT v5 holds at most {MAX_VARIABLES}", ds)
+    if columns and columns[0].values and all(m.variable.type == "Char" and not m.values[-1] for m in columns):
+        issues.append(Issue("warning", "xpt.blank_record",
+                            "the last record is entirely blank: XPORT readers cannot tell it from the padding "
+                            "of the file and may drop it", f"{ds}[row={len(columns[0].values)}]"))
     for meta in columns:
         var, where = meta.variable, f"{ds}.{meta.name}"
         if not _NAME.fullmatch(var.name):
@@ -94,7 +113,7 @@ def check_xpt(dataset: Dataset, columns: Sequence[ColumnMeta]) -> list[Issue]:
         if not var.label.isascii() or len(var.label) > MAX_LABEL:
             err("xpt.label", f"label {var.label!r} of {var.name} must be ASCII and at most {MAX_LABEL} characters "
                              f"(it has {len(var.label)})", where)
-        values = dataset.column(var.name)
+        values = meta.values
         if var.type == "Char":
             if meta.length > MAX_CHAR:
                 err("xpt.length", f"{var.name} is {meta.length} bytes wide; XPORT v5 allows {MAX_CHAR}", where)
@@ -132,6 +151,11 @@ def _check_text(dataset: Dataset, name: str, values: list[Cell], issues: list[Is
 
 
 def _check_numbers(dataset: Dataset, name: str, values: list[Cell], issues: list[Issue]) -> None:
+    builtin = [v for v in values if type(v) is float or type(v) is int]
+    sizes = [size for size in map(abs, builtin) if size > 0]  # zero and NaN need no check
+    only_builtin = len(builtin) + values.count(None) == len(values)
+    if only_builtin and (not sizes or (max(sizes) < _IBM_MAX and min(sizes) >= _IBM_MIN)):
+        return
     for row, v in enumerate(values):
         if isinstance(v, Real) and not isinstance(v, bool) and v == v and not math.isinf(v):
             size = abs(float(v))
@@ -166,17 +190,17 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
                 meta.variable.label.encode("ascii").ljust(40), b" " * 8, 0, 0, 0, b"\0\0", b" " * 8, 0, 0,
                 position, bytes(52)))
             position += meta.length
-            values = dataset.column(meta.name)
+            values = meta.values
             if is_char:
                 width = meta.length
                 cells.append([(v.encode("ascii") if v else b"").ljust(width) for v in values])  # type: ignore[union-attr]
             else:
-                cells.append([_MISSING if v is None or v != v else ibm_float(float(v)) for v in values])  # type: ignore[arg-type]
+                cells.append(_ibm_column(values))
         observations = b"".join(chain.from_iterable(zip(*cells)))
     except (UnicodeEncodeError, OverflowError, AttributeError, TypeError, ValueError) as exc:
         raise CaseBridgeError(f"{dataset.name} cannot be written as XPORT v5 as it is: {exc}",
                               location=dataset.name, rule="xpt.value") from None
-    if len(observations) != position * len(dataset.rows):
+    if len(observations) != position * (len(columns[0].values) if columns else 0):
         raise CaseBridgeError(f"{dataset.name} holds a value longer than its variable's length; nothing was truncated",
                               location=dataset.name, rule="xpt.value")
     out.append(_pad80(b"".join(namestrs)))

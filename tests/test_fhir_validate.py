@@ -1,0 +1,403 @@
+"""FHIR validators: structure (R4 JSON Schema subset), profile rules, codes, references, deep (R4B) mode."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, reference_path
+from converter.mapping.terminology import Terminology, TerminologyTable
+from converter.validate.fhir import check_models, validate_bundle, validate_ndjson, validate_resource
+from converter.validate.fhir_schema import supported_types
+from converter.validate.issues import Issue
+
+MCODE = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+REQUIRED_PROFILES = (
+    "cancer-patient", "primary-cancer-condition", "secondary-cancer-condition", "tnm-stage-group",
+    "tnm-primary-tumor-category", "tnm-regional-nodes-category", "tnm-distant-metastases-category",
+    "tumor-marker-test", "tumor-size", "genomics-report", "genomic-variant", "genomic-region-studied",
+    "cancer-related-medication-administration", "cancer-related-medication-request",
+    "cancer-related-surgical-procedure", "radiotherapy-course-summary", "cancer-disease-status", "human-specimen",
+    "history-of-metastatic-cancer", "ecog-performance-status", "karnofsky-performance-status",
+)
+SMOKING = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-smokingstatus"
+
+
+def _tool(name: str):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module   # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _terminology(*codes: tuple[str, str]) -> Terminology:
+    table = TerminologyTable("test", Path("test.csv"), codes=set(codes))
+    return Terminology(tables={"test": table})
+
+
+def _all_codes(resource: object) -> set[tuple[str, str]]:
+    """Every (system, code) in a resource: a terminology that knows them all keeps the code check quiet."""
+    found: set[tuple[str, str]] = set()
+    stack = [resource]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("system"), str) and isinstance(item.get("code"), str):
+                found.add((item["system"], item["code"]))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _errors(issues: list[Issue], prefix: str = "") -> list[Issue]:
+    return [i for i in issues if i.severity == "error" and i.rule.startswith(prefix)]
+
+
+def _example(name: str) -> dict:
+    return json.loads(reference_path("fhir", "mcode-stu4", "example", f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _profile_errors(resource: dict) -> list[Issue]:
+    return _errors(validate_resource(resource, _terminology(*_all_codes(resource))), "fhir.profile")
+
+
+def _mcode_example_files() -> list[Path]:
+    folder = ROOT.parent / "shared" / "reference" / "fhir" / "mcode-stu4" / "example"
+    files = []
+    for path in sorted(folder.glob("*.json")):
+        profiles = json.loads(path.read_text(encoding="utf-8")).get("meta", {}).get("profile", [])
+        if any(p.startswith(MCODE) or p == SMOKING for p in profiles):
+            files.append(path)
+    return files
+
+
+# ---- generated data files ------------------------------------------------------------------------------
+
+def test_subset_schema_is_up_to_date() -> None:
+    full = json.loads(reference_path("fhir", "r4-json-schema", "fhir.schema.r4-4.0.1.json").read_text())
+    expected = _tool("build_fhir_schema").build_subset(full)
+    committed = json.loads((ROOT / "schemas" / "fhir" / "r4-subset.schema.json").read_text())
+    assert committed == expected, "run tools/build_fhir_schema.py"
+    assert "Observation" in committed["definitions"] and "Account" not in committed["definitions"]
+
+
+def test_profile_rules_are_up_to_date() -> None:
+    expected = _tool("build_profile_rules").build_rules(reference_path("fhir"))
+    committed = json.loads((ROOT / "schemas" / "fhir" / "profile-rules.json").read_text())
+    assert committed == expected, "run tools/build_profile_rules.py"
+
+
+def test_rules_cover_every_mcode_profile() -> None:
+    rules = json.loads((ROOT / "schemas" / "fhir" / "profile-rules.json").read_text())["profiles"]
+    mcode = [u for u in rules if u.startswith(MCODE)]
+    assert len(mcode) == 53
+    for name in REQUIRED_PROFILES:
+        assert MCODE + name in rules, name
+    assert SMOKING in rules
+    assert rules[MCODE + "cancer-disease-status"]["children"][0] == {
+        "id": "Observation.code", "keys": ["code"],
+        "pattern": {"coding": [{"system": LOINC, "code": "97509-4"}]},
+    }
+
+
+# ---- profiles ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", _mcode_example_files(), ids=lambda p: p.stem)
+def test_official_mcode_example_passes_profiles(path: Path) -> None:
+    reference_path("fhir", "mcode-stu4", "example")
+    resource = json.loads(path.read_text(encoding="utf-8"))
+    issues = validate_resource(resource, _terminology(*_all_codes(resource)))
+    assert _errors(issues, "fhir.profile") == []
+    unknown = [i for i in issues if i.rule == "fhir.profile.unknown"]
+    assert all(MCODE not in i.message for i in unknown), unknown
+
+
+def test_mcode_examples_exist() -> None:
+    reference_path("fhir", "mcode-stu4", "example")
+    assert len(_mcode_example_files()) > 100
+
+
+def test_wrong_fixed_code() -> None:
+    obs = _example("Observation-cancer-disease-status-jenny-m")
+    obs["code"]["coding"][0]["code"] = "21908-9"
+    errors = _profile_errors(obs)
+    assert [(e.rule, e.location) for e in errors] == [
+        ("fhir.profile.fixed", "Observation/cancer-disease-status-jenny-m.code")]
+    assert "97509-4" in errors[0].message and "mcode-cancer-disease-status" in errors[0].message
+
+
+def test_missing_required_element() -> None:
+    obs = _example("Observation-tnm-clinical-stage-group-jenny-m")
+    del obs["method"]
+    assert [(e.rule, e.location) for e in _profile_errors(obs)] == [
+        ("fhir.profile.required", "Observation/tnm-clinical-stage-group-jenny-m.method")]
+
+
+def test_missing_required_slice() -> None:
+    obs = _example("Observation-tumor-size-jenny-m")
+    obs["component"][0]["code"]["coding"][0]["code"] = "33729-5"   # longest dimension → other dimension
+    assert [(e.rule, e.location) for e in _profile_errors(obs)] == [
+        ("fhir.profile.required", "Observation/tumor-size-jenny-m.component:tumorLongestDimension")]
+
+
+def test_slice_maximum() -> None:
+    obs = _example("Observation-tumor-size-jenny-m")
+    other = copy.deepcopy(obs["component"][0])
+    other["code"]["coding"][0]["code"] = "33729-5"
+    obs["component"] += [other, copy.deepcopy(other), copy.deepcopy(other)]
+    assert [(e.rule, e.location) for e in _profile_errors(obs)] == [
+        ("fhir.profile.cardinality", "Observation/tumor-size-jenny-m.component:tumorOtherDimension")]
+
+
+def test_child_required_only_when_parent_present() -> None:
+    admin = _example("MedicationAdministration-cancer-related-medication-admin-doxorubicin-jenny-m")
+    admin.pop("performer", None)
+    assert _profile_errors(admin) == []
+    admin["performer"] = [{"function": {"text": "administering nurse"}}]
+    assert [(e.rule, e.location) for e in _profile_errors(admin)] == [
+        ("fhir.profile.required", "MedicationAdministration/cancer-related-medication-admin-doxorubicin-jenny-m"
+                                  ".performer[0].actor")]
+
+
+def test_code_outside_required_binding() -> None:
+    obs = _example("Observation-tumor-size-jenny-m")
+    obs["component"][0]["valueQuantity"]["code"] = "kg"
+    errors = _profile_errors(obs)
+    assert [(e.rule, e.location) for e in errors] == [
+        ("fhir.profile.binding", "Observation/tumor-size-jenny-m.component[0].valueQuantity")]
+    assert "mcode-tumor-size-units-vs" in errors[0].message
+
+
+def test_extension_value_outside_required_binding() -> None:
+    admin = _example("MedicationAdministration-cancer-related-medication-admin-doxorubicin-jenny-m")
+    admin["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] = "128628002"
+    errors = _profile_errors(admin)
+    assert [(e.rule, e.location) for e in errors] == [
+        ("fhir.profile.binding",
+         "MedicationAdministration/cancer-related-medication-admin-doxorubicin-jenny-m.extension[0]"
+         ".valueCodeableConcept")]
+    assert "mcode-normalization-basis" in errors[0].message
+
+
+def test_missing_required_extension() -> None:
+    proc = _example("Procedure-radiotherapy-treatment-summary-chest-wall-jenny-m")
+    index = next(i for i, e in enumerate(proc["extension"]) if e["url"].endswith("modality-and-technique"))
+    proc["extension"][index]["extension"] = [
+        e for e in proc["extension"][index]["extension"] if not e["url"].endswith("radiotherapy-modality")]
+    errors = _profile_errors(proc)
+    assert [(e.rule, e.location) for e in errors] == [
+        ("fhir.profile.required",
+         f"Procedure/radiotherapy-treatment-summary-chest-wall-jenny-m.extension[{index}].extension:modality")]
+    assert "mcode-radiotherapy-modality-and-technique" in errors[0].message
+
+
+def test_prohibited_element() -> None:
+    obs = _example("Observation-genomic-region-studied-jenny-m")
+    obs["valueString"] = "BRCA1"
+    assert [(e.rule, e.location) for e in _profile_errors(obs)] == [
+        ("fhir.profile.prohibited", "Observation/genomic-region-studied-jenny-m.value[x]")]
+
+
+def test_choice_type_removed_by_profile() -> None:
+    obs = _example("Observation-cancer-disease-status-jenny-m")
+    del obs["valueCodeableConcept"]
+    obs["valueString"] = "improved"
+    assert [(e.rule, e.location) for e in _profile_errors(obs)] == [
+        ("fhir.profile.type", "Observation/cancer-disease-status-jenny-m.valueString")]
+
+
+def test_base_rules_apply_without_profile() -> None:
+    obs = {"resourceType": "Observation", "id": "o1", "code": {"text": "x"},
+           "valueString": "a", "valueBoolean": True}
+    assert [(e.rule, e.location) for e in _profile_errors(obs)] == [
+        ("fhir.profile.required", "Observation/o1.status"),
+        ("fhir.profile.cardinality", "Observation/o1.value[x]"),
+    ]
+
+
+def test_profile_of_wrong_type_and_unknown_profile() -> None:
+    obs = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+           "meta": {"profile": [MCODE + "cancer-patient", "http://example.org/StructureDefinition/x"]}}
+    issues = validate_resource(obs, _terminology())
+    assert [(i.severity, i.rule, i.location) for i in issues] == [
+        ("error", "fhir.profile.type", "Observation/o1.meta.profile[0]"),
+        ("warning", "fhir.profile.unknown", "Observation/o1.meta.profile[1]"),
+    ]
+
+
+# ---- structure -----------------------------------------------------------------------------------------
+
+def _r4_examples() -> list[Path]:
+    return sorted((ROOT.parent / "shared" / "reference" / "fhir" / "r4-core" / "examples").glob("*.json"))
+
+
+# Official R4 examples that nest resources of types CaseBridge does not emit: reported as unsupported.
+R4_NESTED_UNSUPPORTED = {
+    "Specimen-101": [("fhir.schema.unsupported", "Specimen/101.contained[0]")],
+    "Bundle-bundle-transaction": [("fhir.schema.unsupported", "Bundle/bundle-transaction.entry[7].resource")],
+}
+
+
+@pytest.mark.parametrize("path", _r4_examples(), ids=lambda p: p.stem)
+def test_official_r4_example_passes_structure(path: Path) -> None:
+    reference_path("fhir", "r4-core", "examples")
+    resource = json.loads(path.read_text(encoding="utf-8"))
+    assert resource["resourceType"] in supported_types()
+    errors = _errors(validate_resource(resource, _terminology()), "fhir.schema")
+    assert [(e.rule, e.location) for e in errors] == R4_NESTED_UNSUPPORTED.get(path.stem, [])
+
+
+def test_r4_examples_exist() -> None:
+    reference_path("fhir", "r4-core", "examples")
+    assert len(_r4_examples()) >= 10
+
+
+def test_schema_errors_carry_resource_and_element_path() -> None:
+    obs = {"resourceType": "Observation", "id": "o1", "status": "done", "code": {"text": "x"},
+           "effectiveDateTime": "2021-13-01",
+           "component": [{"code": {"text": "a"}},
+                         {"code": {"text": "b"}, "valueQuantity": {"value": 1, "colour": "red"}}]}
+    errors = _errors(validate_resource(obs, _terminology()), "fhir.schema")
+    assert sorted((e.rule, e.location) for e in errors) == [
+        ("fhir.schema", "Observation/o1.component[1].valueQuantity.colour"),
+        ("fhir.schema", "Observation/o1.effectiveDateTime"),
+        ("fhir.schema", "Observation/o1.status"),
+    ]
+
+
+def test_unsupported_resource_type() -> None:
+    issues = validate_resource({"resourceType": "Group", "id": "g1", "type": "person", "actual": True})
+    assert [(i.rule, i.location) for i in issues] == [("fhir.schema.unsupported", "Group/g1")]
+
+
+def test_bundle_entry_errors_point_at_the_entry_resource() -> None:
+    bundle = {"resourceType": "Bundle", "id": "b1", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "id": "p1", "gender": "woman"}},
+        {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Basic", "id": "x1"}},
+    ]}
+    errors = validate_bundle(bundle, _terminology())
+    assert [(e.rule, e.location) for e in errors] == [
+        ("fhir.schema", "Patient/p1.gender"), ("fhir.schema.unsupported", "Basic/x1")]
+
+
+# ---- codes ---------------------------------------------------------------------------------------------
+
+def test_unknown_external_codes_are_errors() -> None:
+    condition = {
+        "resourceType": "Condition", "id": "c1", "subject": {"reference": "#p"},
+        "contained": [{"resourceType": "Patient", "id": "p"}],
+        "code": {"coding": [{"system": SNOMED, "code": "128628002"},
+                            {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C34.9"}]},
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                       "code": "active"}]},
+        "extension": [{"url": "http://example.org/x", "valueQuantity": {
+            "value": 1, "system": "http://unitsofmeasure.org", "code": "mg/m2"}}],
+        "note": [{"text": "HGVS is not table-checked"}],
+        "evidence": [{"code": [{"coding": [{"system": "http://varnomen.hgvs.org", "code": "NM_000546.6:c.743G>A"}]}]}],
+    }
+    issues = validate_resource(condition, _terminology((SNOMED, "128628002")))
+    assert [(i.rule, i.location) for i in issues] == [("fhir.code.unknown", "Condition/c1.code.coding[1]")]
+    assert "ICD-10-CM" in issues[0].message and "C34.9" in issues[0].message
+
+
+# ---- references ----------------------------------------------------------------------------------------
+
+def _bundle(*resources: dict, urls: tuple[str, ...] = ()) -> dict:
+    entries = []
+    for i, res in enumerate(resources):
+        url = urls[i] if i < len(urls) else f"urn:uuid:00000000-0000-0000-0000-00000000000{i}"
+        entries.append({"fullUrl": url, "resource": res})
+    return {"resourceType": "Bundle", "id": "b1", "type": "collection", "entry": entries}
+
+
+def test_references_resolve_inside_the_bundle() -> None:
+    patient = {"resourceType": "Patient", "id": "p1"}
+    obs = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+           "subject": {"reference": "urn:uuid:00000000-0000-0000-0000-000000000000"},
+           "focus": [{"reference": "Patient/p1"}, {"reference": "Condition/missing"},
+                     {"reference": "urn:uuid:00000000-0000-0000-0000-0000000000ff"}],
+           "derivedFrom": [{"reference": "#nope"}]}
+    issues = validate_bundle(_bundle(patient, obs), _terminology())
+    assert [(i.rule, i.location) for i in issues] == [
+        ("fhir.reference.unresolved", "Observation/o1.focus[1].reference"),
+        ("fhir.reference.unresolved", "Observation/o1.focus[2].reference"),
+        ("fhir.reference.unresolved", "Observation/o1.derivedFrom[0].reference"),
+    ]
+
+
+def test_lone_resource_checks_only_contained_references() -> None:
+    obs = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+           "subject": {"reference": "Patient/elsewhere"}, "specimen": {"reference": "#s"},
+           "device": {"reference": "#d"}, "contained": [{"resourceType": "Specimen", "id": "s"}]}
+    issues = validate_resource(obs, _terminology())
+    assert [(i.rule, i.location) for i in issues] == [("fhir.reference.unresolved", "Observation/o1.device.reference")]
+
+
+def test_official_mcode_bundle_references() -> None:
+    """The official Jenny M bundle is not self-contained: exactly its references to absent entries are reported."""
+    bundle = _example("Bundle-mcode-patient-bundle-jenny-m")
+    present = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+    present |= {e["fullUrl"] for e in bundle["entry"]}
+    absent = set()
+    stack: list[object] = [e["resource"] for e in bundle["entry"]]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("reference"), str) and item["reference"] not in present:
+                absent.add(item["reference"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    assert absent, "the fixture is expected to reference resources outside the bundle"
+    issues = validate_bundle(bundle, _terminology(*_all_codes(bundle)))
+    unresolved = {i.message.split("'")[1] for i in issues if i.rule == "fhir.reference.unresolved"}
+    assert unresolved == absent
+    assert _errors(issues, "fhir.profile") == []
+
+
+# ---- deep mode -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("folder", [("mcode-stu4", "example"), ("r4-core", "examples")], ids=lambda f: f[0])
+def test_deep_mode_parses_official_examples(folder: tuple[str, str]) -> None:
+    paths = sorted(reference_path("fhir", *folder).glob("*.json"))
+    assert paths
+    for path in paths:
+        assert check_models(json.loads(path.read_text(encoding="utf-8"))) == [], path.name
+
+
+def test_deep_mode_reports_model_errors_with_paths() -> None:
+    obs = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+           "component": [{"code": {"text": "c"}, "valueQuantity": {"value": "1,5"}}],
+           "extension": [{"url": "http://example.org/meta", "valueMeta": {"versionId": "1"}}]}
+    bundle = _bundle(obs)
+    shallow = validate_bundle(bundle, _terminology())
+    deep = validate_bundle(bundle, _terminology(), deep=True)
+    added = [i for i in deep if i not in shallow]
+    # valueMeta is R4 (4.0.1) but not R4B: not reported; the non-decimal value is.
+    assert [(i.rule, i.location) for i in added] == [("fhir.model", "Observation/o1.component[0].valueQuantity.value")]
+
+
+# ---- NDJSON --------------------------------------------------------------------------------------------
+
+def test_ndjson_folder(tmp_path: Path) -> None:
+    (tmp_path / "Patient.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "p1"}) + "\n\n")
+    obs = [{"resourceType": "Observation", "id": f"o{i}", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": ref}} for i, ref in enumerate(["Patient/p1", "Patient/p2"])]
+    (tmp_path / "Observation.ndjson").write_text("\n".join(json.dumps(o) for o in obs) + "\n{not json\n")
+    issues = validate_ndjson(tmp_path, _terminology())
+    assert sorted((i.rule, i.location) for i in issues) == [
+        ("fhir.ndjson", f"{tmp_path / 'Observation.ndjson'}:3"),
+        ("fhir.reference.unresolved", "Observation/o1.subject.reference"),
+    ]
+    missing = tmp_path / "absent.ndjson"
+    assert [(i.rule, i.location) for i in validate_ndjson(missing)] == [("fhir.ndjson", str(missing))]
