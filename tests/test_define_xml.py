@@ -16,7 +16,7 @@ from converter.mapping.terminology import Codelist, Term, Terminology
 from converter.sdtm.model import Dataset, Study, Variable
 from converter.validate.define_xsd import load_define_schema, odmlib_define_dir, validate_define
 from converter.write import write_study
-from converter.write.define_xml import define_xml_bytes
+from converter.write.define_xml import define_xml_bytes, describe_dataset, iso8601_data_type, write_define
 
 CREATED = datetime(2025, 3, 28, 14, 5, 9, tzinfo=timezone.utc)
 NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3", "def": "http://www.cdisc.org/ns/def/v2.1",
@@ -235,6 +235,32 @@ def test_sponsor_extension_is_marked_and_has_no_c_code() -> None:
     assert items["KI67"].find("odm:Alias", NS).get("Name") == "C123557"
 
 
+@pytest.mark.parametrize(("name", "values", "expected"), [
+    ("AESTDTC", ["2021-05-03"], "date"),
+    ("AESTDTC", ["2021-05-03T10:30:00", "2021-05-03T10:30:00.5+02:00"], "datetime"),
+    ("AESTDTC", ["2021", "2021-05", "2021-05-03"], "partialDate"),
+    ("AESTDTC", ["2021-05-03T10", "2021-05", "2021-05-03T10:30:00"], "partialDatetime"),
+    ("AESTDTC", ["2003---15", "--12-15", "2021-05"], "incompleteDatetime"),
+    ("AEDUR", ["P2Y3M", "PT5H30M", "P1W"], "durationDatetime"),
+    ("QSEVLINT", ["2021-05-01/2021-05-31", "2021-05-01/P1M"], "intervalDatetime"),
+    ("AESTDTC", [], "datetime"),
+    ("CMDUR", [], "durationDatetime"),
+    ("AESTDTC", ["2021-05", "P1M"], "text"),
+])
+def test_iso8601_data_types(name: str, values: list[str], expected: str) -> None:
+    assert iso8601_data_type(name, values) == (expected, [])
+
+
+def test_non_iso_dates_are_text_with_a_warning() -> None:
+    assert iso8601_data_type("AESTDTC", ["2021-05", "May 2021", "2021-5"]) == ("text", ["2021-5", "May 2021"])
+    dataset = _study().datasets["AE"]
+    dataset.rows[1]["AESTDTC"] = "03/2023"
+    columns, issues = describe_dataset(dataset)
+    assert [(i.severity, i.rule, i.location) for i in issues] == [
+        ("warning", "sdtm.write.iso8601", "AE[USUBJID=CB01-001,AESEQ=2,row=2].AESTDTC")]
+    assert next(c for c in columns if c.name == "AESTDTC").data_type == "text"
+
+
 def test_code_list_refs_only_where_a_codelist_was_written() -> None:
     assert _item("IT.AE.AESEV").find("odm:CodeListRef", NS).get("CodeListOID") == "CL.AESEV"
     assert _item("IT.AE.AESER").find("odm:CodeListRef", NS).get("CodeListOID") == "CL.NY"
@@ -289,6 +315,7 @@ def test_problems_in_codelists_and_origins_are_reported() -> None:
     study.datasets["LB"].rows[0]["LBORRESU"] = "pg/mL"
     study.datasets["DM"].variables[4] = V("SEX", "Sex", "Char", codelist="C99999", origin="CRF")
     study.datasets["MI"].domain_class = "Findings (oncology)"
+    study.datasets["DM"].variables[7] = V("AGE", "Age", "Num", codelist="C66781")
     data, issues = define_xml_bytes(study, _terminology(), CREATED)
     found = {(i.severity, i.rule, i.location) for i in issues}
     assert ("error", "define.codelist", "AE.AESEV") in found             # non-extensible
@@ -296,6 +323,7 @@ def test_problems_in_codelists_and_origins_are_reported() -> None:
     assert ("warning", "define.codelist", "DM.SEX") in found              # C99999 unknown
     assert ("warning", "define.origin", "DM.SEX") in found
     assert ("warning", "define.class", "MI") in found
+    assert ("warning", "define.codelist", "DM.AGE") in found
     assert validate_define(data) == []
     doc = etree.fromstring(data)
     unit = doc.xpath("//odm:CodeList[@OID='CL.UNIT']/odm:EnumeratedItem[@CodedValue='pg/mL']", namespaces=NS)[0]
@@ -318,6 +346,19 @@ def test_ct_version_falls_back_to_the_study_and_disagreement_is_reported() -> No
     data, issues = define_xml_bytes(study, terminology, CREATED)
     assert b"CDISC/NCI" not in data and [i.rule for i in issues] == ["define.standards"]
     assert validate_define(data) == []
+
+
+def test_write_define_writes_or_refuses(tmp_path: Path) -> None:
+    path, issues = write_define(_study(), _terminology(), tmp_path, CREATED)
+    assert path == tmp_path / "define.xml" and issues == [] and path.read_bytes() == _define()[0]
+    study = _study()
+    study.datasets["AE"].rows[0]["AETERM"] = "FEVER\x07"
+    study.datasets["LB"].variables[5] = V("LBTEST", "Lab Test\x00Name", "Char")
+    path, issues = write_define(study, _terminology(), tmp_path / "refused", CREATED)
+    assert path is None and not (tmp_path / "refused").exists()
+    assert {(i.rule, i.location) for i in issues} == {
+        ("sdtm.write.control_char", "AE[USUBJID=CB01-001,AESEQ=1,row=1].AETERM"),
+        ("sdtm.write.control_char", "LB.LBTEST")}
 
 
 def test_validate_define_accepts_cdisc_example() -> None:
@@ -396,6 +437,16 @@ def test_write_study_refuses_a_dataset_and_leaves_it_out_of_define(tmp_path: Pat
     assert define.xpath("//odm:ItemGroupDef/@Name", namespaces=NS) == ["DM", "LB", "MI", "SUPPAE"]
     assert define.xpath("//odm:ItemDef[starts-with(@OID, 'IT.AE.')]", namespaces=NS) == []
     assert tmp_path / "sdtm" / "define.xml" in paths
+
+
+def test_write_study_with_nothing_to_write_removes_the_old_define(tmp_path: Path) -> None:
+    write_study(_study(), tmp_path, _terminology(), created=CREATED)
+    study = _study()
+    study.datasets = {"AE": study.datasets["AE"]}
+    study.datasets["AE"].rows[0]["AESEQ"] = "1"
+    paths, issues = write_study(study, tmp_path, _terminology(), created=CREATED)
+    assert paths == [] and not (tmp_path / "sdtm" / "define.xml").exists()
+    assert str(tmp_path / "sdtm" / "define.xml") in {i.location for i in issues if i.rule == "sdtm.write.stale"}
 
 
 def test_write_study_json_only_accepts_text_xpt_cannot_hold(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_refuses_a_dataset_with_errors(tmp_path: Path) -> None:
     path, issues = write_dataset_json(dataset, STUDY, tmp_path, CREATED)
     assert path is None and not (tmp_path / "cm.json").exists()
     assert [(i.rule, i.location) for i in issues] == [
-        ("sdtm.write.type", "CM[row=1,USUBJID=CB01-001,CMSEQ=1].CMDOSE")]
+        ("sdtm.write.type", "CM[USUBJID=CB01-001,CMSEQ=1,row=1].CMDOSE")]
 
 
 def test_schema_check_catches_a_broken_document(tmp_path: Path) -> None:

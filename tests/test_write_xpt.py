@@ -183,8 +183,8 @@ def test_guard_long_and_non_ascii_values(tmp_path: Path) -> None:
     dataset.rows[2]["AETERM"] = "Fieber – Grad 2"
     path, issues = write_xpt(dataset, tmp_path, CREATED)
     assert path is None and not (tmp_path / "ae.xpt").exists()
-    assert ("xpt.value", "AE[row=2,USUBJID=CB01-001,AESEQ=2].AETERM") in _rules(issues)
-    assert ("xpt.value", "AE[row=3,USUBJID=CB01-002,AESEQ=3].AETERM") in _rules(issues)
+    assert ("xpt.value", "AE[USUBJID=CB01-001,AESEQ=2,row=2].AETERM") in _rules(issues)
+    assert ("xpt.value", "AE[USUBJID=CB01-002,AESEQ=3,row=3].AETERM") in _rules(issues)
     messages = " ".join(i.message for i in issues)
     assert "201 bytes" in messages and "U+2013" in messages
     assert ("xpt.length", "AE.AETERM") in _rules(issues)  # the column would be 201 bytes wide
@@ -216,8 +216,8 @@ def test_guard_numbers_outside_ibm_range() -> None:
     dataset.rows[1]["LONGLAB8"] = -1e-300
     columns, _ = describe_dataset(dataset)
     found = _rules(check_xpt(dataset, columns))
-    assert ("xpt.value", "AE[row=1,USUBJID=CB01-001,AESEQ=1].LONGLAB8") in found
-    assert ("xpt.value", "AE[row=2,USUBJID=CB01-001,AESEQ=2].LONGLAB8") in found
+    assert ("xpt.value", "AE[USUBJID=CB01-001,AESEQ=1,row=1].LONGLAB8") in found
+    assert ("xpt.value", "AE[USUBJID=CB01-001,AESEQ=2,row=2].LONGLAB8") in found
 
 
 def test_guard_wrong_cell_types_and_declared_length(tmp_path: Path) -> None:
@@ -228,9 +228,9 @@ def test_guard_wrong_cell_types_and_declared_length(tmp_path: Path) -> None:
     path, issues = write_xpt(dataset, tmp_path, CREATED)
     assert path is None
     found = _rules(issues)
-    assert ("sdtm.write.type", "AE[row=1,USUBJID=CB01-001,AESEQ=1].AETOXGR") in found
-    assert ("sdtm.write.type", "AE[row=2,USUBJID=CB01-001,AESEQ=2].AESTDY") in found
-    assert ("sdtm.write.length", "AE[row=1,USUBJID=CB01-001,AESEQ=1].USUBJID") in found
+    assert ("sdtm.write.type", "AE[USUBJID=CB01-001,AESEQ=1,row=1].AETOXGR") in found
+    assert ("sdtm.write.type", "AE[USUBJID=CB01-001,AESEQ=2,row=2].AESTDY") in found
+    assert ("sdtm.write.length", "AE[USUBJID=CB01-001,AESEQ=1,row=1].USUBJID") in found
 
 
 def test_guard_reports_unknown_row_keys_and_keys() -> None:
@@ -238,7 +238,7 @@ def test_guard_reports_unknown_row_keys_and_keys() -> None:
     dataset.rows[2]["AEBODSYS"] = "Infections"
     _, issues = describe_dataset(dataset)
     assert ("sdtm.write.keys", "AE.AEDECOD") in _rules(issues)
-    assert ("sdtm.write.variables", "AE[row=3,USUBJID=CB01-002,AESEQ=3].AEBODSYS") in _rules(issues)
+    assert ("sdtm.write.variables", "AE[USUBJID=CB01-002,AESEQ=3,row=3].AEBODSYS") in _rules(issues)
 
 
 def test_trailing_blank_record_is_flagged() -> None:

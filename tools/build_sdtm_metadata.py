@@ -79,7 +79,7 @@ TESTCD_PATTERN = r"^[A-Z_][A-Z0-9_]{0,7}$"
 # Conditions map a variable to a value, or to {"present": true|false}.
 RULES: list[dict[str, Any]] = [
     {"id": "sdtm.dataset.unknown", "severity": "warning", "kind": "dataset",
-     "title": "Dataset is not an SDTMIG 3.4 dataset (nor SUPP--, a split of one, or a custom domain it allows)"},
+     "title": "Dataset is not an SDTMIG 3.4 dataset, a SUPP-- dataset or a split of one: only generic checks apply"},
     {"id": "sdtm.dataset.empty", "severity": "warning", "kind": "dataset", "title": "Dataset has no records",
      "core": ["CORE-000579"], "sdtmig": ["CG0408"], "p21": ["SD0001"]},
     {"id": "sdtm.dataset.name", "severity": "error", "kind": "dataset",
@@ -145,8 +145,9 @@ RULES: list[dict[str, Any]] = [
     {"id": "sdtm.ct.nonextensible", "severity": "error", "kind": "schema",
      "title": "Value not in a non-extensible CDISC CT codelist", "p21": ["CT2001"],
      "schema": {"enum": "non-extensible codelists of the CT subset, plus params.sdtmig_values"},
-     # values SDTMIG itself prescribes outside the codelist (DM assumption: RACE "MULTIPLE"; see CORE-000844)
-     "core": ["CORE-000844"], "sdtmig": ["CG0531"], "params": {"sdtmig_values": {"RACE": ["MULTIPLE"]}}},
+     # values SDTMIG itself prescribes outside the codelist: RACE "MULTIPLE" (DM assumptions; CORE-000844
+     # checks its SUPPDM records)
+     "params": {"sdtmig_values": {"RACE": ["MULTIPLE"]}}},
     {"id": "sdtm.ct.extensible", "severity": "warning", "kind": "row",
      "title": "Value not in an extensible CDISC CT codelist and not declared as a sponsor extension",
      "p21": ["CT2002"]},

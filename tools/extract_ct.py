@@ -128,22 +128,21 @@ def _aliases(term: CtTerm) -> list[str]:
     return [term.submission_value, term.preferred_term, *term.synonyms, *term.source_texts]
 
 
-def _other_codelist_hits(text: str, body: list[list[str]], skip: str) -> list[str]:
-    """Where a wording is a CT term (submission value, synonym or NCI preferred term) in another codelist."""
-    key = normalize(text)
-    hits = []
+def _wording_index(body: list[list[str]]) -> dict[str, list[tuple[str, str]]]:
+    """Normalized CT wording (submission value, synonym, NCI preferred term) -> [(codelist code, description)]."""
+    index: dict[str, list[tuple[str, str]]] = {}
     for code, cl_code, _ext, name, value, synonyms, _definition, nci_pt in body:
-        if not cl_code or cl_code == skip:
-            continue
-        if key in {normalize(a) for a in [value, nci_pt, *synonyms.split(";")] if a.strip()}:
-            hits.append(f"{value} ({code}) in {name} ({cl_code})")
-    return hits
+        if cl_code:
+            for key in {normalize(a) for a in [value, nci_pt, *synonyms.split(";")] if a.strip()}:
+                index.setdefault(key, []).append((cl_code, f"{value} ({code}) in {name} ({cl_code})"))
+    return index
 
 
 def apply_additions(path: Path, selected: dict[str, CtCodelist], users: dict[str, list[str]],
                     body: list[list[str]]) -> None:
     """Merge ``sponsor/additions.csv`` into the selected codelists (see the module docstring for the rules)."""
     by_name = {cl.name: cl for cl in selected.values()}
+    wordings = _wording_index(body)
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         if tuple(reader.fieldnames or ()) != ADDITION_COLUMNS:
@@ -176,7 +175,7 @@ def apply_additions(path: Path, selected: dict[str, CtCodelist], users: dict[str
             term = CtTerm("", value, [s.strip() for s in row["synonyms"].split("|") if s.strip()],
                           row["preferred_term"].strip(), texts, extension=True)
             hits = dict.fromkeys(h for text in (value, term.preferred_term) if text
-                                 for h in _other_codelist_hits(text, body, cl.code))
+                                 for other, h in wordings.get(normalize(text), []) if other != cl.code)
             cl.notes.extend(f"{value}: the wording is CT term {hit}" for hit in hits)
             if row["note"].strip():
                 cl.notes.append(f"{value}: {row['note'].strip()}")

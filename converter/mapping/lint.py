@@ -67,7 +67,7 @@ def sdtm_variable_problem(domain: str, variable: str) -> str | None:
         from converter.sdtm.metadata import is_variable, variables
     except ImportError:
         return None
-    if is_variable(domain, variable):
+    if is_variable(domain, variable, include_class=True):
         return None
     names = [v.name for v in variables(domain)]
     close = difflib.get_close_matches(variable, names, 3)

@@ -139,7 +139,11 @@ class StudyBuilder:
 def _dataset_variables(name: str, rows: list[dict[str, Cell]]) -> list[Variable]:
     """SDTMIG variables of the dataset: Req and Exp always, Perm when any row has a value."""
     used = {k for r in rows for k, v in r.items() if v not in (None, "")}
-    return [v for v in metadata.variables(name) if v.core in ("Req", "Exp") or v.name in used]
+    listed = metadata.variables(name)
+    out = [v for v in listed if v.core in ("Req", "Exp") or v.name in used]
+    names = {v.name for v in listed}
+    extra = [metadata.class_variable(name, n) for n in sorted(used - names)]
+    return out + [v for v in extra if v is not None]  # SDTM-model class variables the domain table does not list
 
 
 def _cell(value: Any, numeric: bool) -> Cell:

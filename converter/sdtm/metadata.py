@@ -147,7 +147,10 @@ def class_variable(domain: str, name: str) -> Variable | None:
 
 
 def variable(domain: str, name: str, *, include_class: bool = False) -> Variable | None:
-    """The variable ``name`` of ``domain`` (or None); with ``include_class``, class variables count too."""
+    """The variable ``name`` of ``domain`` (or None); with ``include_class``, class variables count too.
+
+    Raises KeyError when ``domain`` is not a dataset SDTMIG 3.4 defines (see :func:`is_domain`).
+    """
     var = _index(domain.upper()).get(name)
     if var is None and include_class:
         var = class_variable(domain, name)

@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import jsonschema_rs
 
@@ -31,7 +31,7 @@ from converter.mapping.terminology import Codelist, Terminology
 from converter.resources import schema_path
 from converter.sdtm import metadata
 from converter.sdtm.model import Cell, Dataset, Study, Variable
-from converter.validate.issues import Issue
+from converter.validate.issues import Issue, Severity
 
 RULES_FILE = "sdtm/rules.json"
 MAX_PER_CHECK = 25
@@ -47,7 +47,7 @@ class Rule:
     """One row of ``schemas/sdtm/rules.json``."""
 
     id: str
-    severity: str
+    severity: Severity
     title: str
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -57,7 +57,8 @@ class Rule:
 def rules() -> dict[str, Rule]:
     """The rule table by id."""
     doc = json.loads(schema_path(RULES_FILE).read_text(encoding="utf-8"))
-    return {r["id"]: Rule(r["id"], r["severity"], r["title"], r["kind"], r.get("params", {})) for r in doc["rules"]}
+    return {r["id"]: Rule(r["id"], cast(Severity, r["severity"]), r["title"], r["kind"], r.get("params", {}))
+            for r in doc["rules"]}
 
 
 @cache
@@ -183,12 +184,12 @@ class _Report:
             self.counts[(rule_id, group)] += 1
             if self.counts[(rule_id, group)] > self.cap:
                 return
-        self.issues.append(Issue(rule.severity, rule_id, message, location))  # type: ignore[arg-type]
+        self.issues.append(Issue(rule.severity, rule_id, message, location))
 
     def finish(self) -> list[Issue]:
         for (rule_id, group), n in sorted(self.counts.items()):
             if n > self.cap:
-                self.issues.append(Issue(self.rules[rule_id].severity, rule_id,  # type: ignore[arg-type]
+                self.issues.append(Issue(self.rules[rule_id].severity, rule_id,
                                          f"{n - self.cap} more of this in {group} (first {self.cap} listed): "
                                          f"{self.rules[rule_id].title}", group))
         return self.issues
@@ -270,7 +271,7 @@ def _check_variables(t: _Table, report: _Report) -> set[str]:
             continue
         if model is not None:
             report.add("sdtm.variable.model", f"{name} is not listed for {t.meta.source} in SDTMIG 3.4; the SDTM "
-                       f"model allows it as a {t.meta.domain_class} class variable", where)
+                       f"model allows it in {t.meta.domain_class} class domains", where)
         expected = ig or model
         if declared and declared.type != expected.type:
             report.add("sdtm.variable.type", f"{name} is {declared.type}; SDTMIG 3.4 type is {expected.type}", where)
@@ -294,7 +295,7 @@ def _check_variables(t: _Table, report: _Report) -> set[str]:
     listed = [c for c in t.columns if c in order]
     for before, after in zip(listed, listed[1:]):
         if order[before] > order[after]:
-            report.add("sdtm.variable.order", f"{after} comes after {before}; SDTMIG 3.4 order is "
+            report.add("sdtm.variable.order", f"{after} should come before {before}; SDTMIG 3.4 order is "
                        f"{', '.join(sorted(listed, key=order.__getitem__))}", f"{t.name}.{after}")
             break
     return skip_type
@@ -319,6 +320,7 @@ def _check_rows_schema(t: _Table, report: _Report, codelists: dict[str, Codelist
     schema = _row_schema(t.meta.source)
     props = schema["properties"]
     rows = [{k: v for k, v in r.items() if k in props} for r in t.rows]
+    bad_dates: set[tuple[int, str]] = set()
     for error in _rows_validator(t.meta.source).iter_errors(rows):
         path = list(error.instance_path)
         if len(path) != 2:  # "required"/"propertyNames": reported once per dataset by _check_variables
@@ -341,10 +343,13 @@ def _check_rows_schema(t: _Table, report: _Report, codelists: dict[str, Codelist
                        f"{_codelist_names(codes, codelists)}{_suggest(value, codes, codelists)}")
         else:
             message = _schema_message(rule_id, var, value, props[var], t.meta)
+        if rule_id == "sdtm.iso8601":
+            bad_dates.add((index, var))
         report.add(rule_id, message, t.where(index, var), f"{t.name}.{var}")
     for index, row in enumerate(t.rows):
         for var, value in row.items():
-            if value is None or props.get(var, {}).get("x-rule", {}).get("pattern") != "sdtm.iso8601":
+            if (value is None or (index, var) in bad_dates
+                    or props.get(var, {}).get("x-rule", {}).get("pattern") != "sdtm.iso8601"):
                 continue
             for part in str(value).split("/"):
                 if _FULL_DATE.match(part) and _full_date(part) is None:
@@ -379,13 +384,14 @@ def _check_ct(t: _Table, report: _Report, codelists: dict[str, Codelist]) -> Non
         codes = metadata.codelist_codes(t.name, var) if metadata.is_variable(t.name, var, include_class=True) else ()
         if not codes:
             continue
-        lists = [codelists.get(c) for c in codes]
-        if any(cl is None for cl in lists):
-            unavailable.append(f"{var} ({', '.join(c for c in codes if c not in codelists)})")
+        missing = [c for c in codes if c not in codelists]
+        if missing:
+            unavailable.append(f"{var} ({', '.join(missing)})")
             continue
-        if not any(cl.extensible for cl in lists):  # type: ignore[union-attr]
+        lists = [codelists[c] for c in codes]
+        if not any(cl.extensible for cl in lists):
             continue  # non-extensible only: the schema enum checked it
-        allowed = set().union(*(cl.values for cl in lists))  # type: ignore[union-attr]
+        allowed = set().union(*(cl.values for cl in lists))
         variable = t.meta.variable(var) or metadata.class_variable(t.name, var)
         numeric_ok = variable is not None and variable.role == "Result Qualifier"
         for index, row in enumerate(t.rows):
@@ -408,7 +414,7 @@ def _check_ct(t: _Table, report: _Report, codelists: dict[str, Codelist]) -> Non
         name_terms = {tm.submission_value: tm for c in metadata.codelist_codes(t.name, name_var) if c in codelists
                       for tm in codelists[c].terms}
         for index, row in enumerate(t.rows):
-            a, b = code_terms.get(row[code_var]), name_terms.get(row[name_var])  # type: ignore[arg-type]
+            a, b = code_terms.get(_text(row[code_var])), name_terms.get(_text(row[name_var]))
             if a is None or b is None:
                 continue
             same = a.c_code == b.c_code if a.c_code and b.c_code else (
@@ -663,9 +669,8 @@ def read_sdtm_folder(path: Path) -> tuple[Study, list[Issue]]:
     ``converter.validate.define_xsd.validate_define`` when that module is available.
     """
     issues: list[Issue] = []
-    rule = rules()
     if not path.is_dir():
-        return Study(""), [Issue("error", "sdtm.read.error", f"{path} is not a folder", str(path))]
+        return Study(""), [_issue("sdtm.read.error", f"{path} is not a folder", str(path))]
     datasets: dict[str, Dataset] = {}
     for file in sorted(p for p in path.iterdir() if p.suffix.lower() == ".xpt"):
         ds = _read_xpt(file, issues)
@@ -677,8 +682,8 @@ def read_sdtm_folder(path: Path) -> tuple[Study, list[Issue]]:
         if ds is None:
             continue
         if ds.name in datasets:
-            issues.append(Issue(rule["sdtm.read.duplicate"].severity, "sdtm.read.duplicate",  # type: ignore[arg-type]
-                                f"{ds.name} is also in XPT; {file.name} was not validated", str(file)))
+            issues.append(_issue("sdtm.read.duplicate", f"{ds.name} is also in XPT; {file.name} was not validated",
+                                 str(file)))
             continue
         datasets[ds.name] = ds
     define = path / "define.xml"
@@ -686,7 +691,7 @@ def read_sdtm_folder(path: Path) -> tuple[Study, list[Issue]]:
         try:
             from converter.validate.define_xsd import validate_define
         except ImportError:
-            issues.append(Issue("info", "sdtm.define.unchecked", rule["sdtm.define.unchecked"].title, str(define)))
+            issues.append(_issue("sdtm.define.unchecked", rules()["sdtm.define.unchecked"].title, str(define)))
         else:
             issues.extend(validate_define(define))
     study_id = ""
@@ -695,6 +700,10 @@ def read_sdtm_folder(path: Path) -> tuple[Study, list[Issue]]:
         if study_id:
             break
     return Study(study_id, datasets), issues
+
+
+def _issue(rule_id: str, message: str, location: str) -> Issue:
+    return Issue(rules()[rule_id].severity, rule_id, message, location)
 
 
 def _dataset(name: str, label: str, columns: list[tuple[str, str, str, int | None]],
@@ -718,9 +727,9 @@ def _read_xpt(file: Path, issues: list[Issue]) -> Dataset | None:
         except UnicodeDecodeError:
             data, meta = pyreadstat.read_xport(str(file), disable_datetime_conversion=True, output_format="dict",
                                                encoding="cp1252")
-            issues.append(Issue("info", "sdtm.read.encoding", rules()["sdtm.read.encoding"].title, str(file)))
+            issues.append(_issue("sdtm.read.encoding", rules()["sdtm.read.encoding"].title, str(file)))
     except Exception as exc:  # noqa: BLE001 - any parser failure on a foreign file is reported, never raised
-        issues.append(Issue("error", "sdtm.read.error", f"cannot read XPT: {type(exc).__name__}: {exc}", str(file)))
+        issues.append(_issue("sdtm.read.error", f"cannot read XPT: {type(exc).__name__}: {exc}", str(file)))
         return None
     name = (meta.table_name or file.stem).upper()
     columns = [(c, meta.column_names_to_labels.get(c) or "",
@@ -736,7 +745,7 @@ _NUM_TYPES = {"integer", "float", "double", "decimal"}
 
 def _read_dataset_json(file: Path, issues: list[Issue]) -> Dataset | None:
     def fail(message: str) -> None:
-        issues.append(Issue("error", "sdtm.read.error", f"not a readable Dataset-JSON 1.1 file: {message}", str(file)))
+        issues.append(_issue("sdtm.read.error", f"not a readable Dataset-JSON 1.1 file: {message}", str(file)))
 
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))

@@ -95,6 +95,8 @@ def write_study(study: Study, out_dir: Path, terminology: Terminology,
         define, found = define_xml_bytes(subset, terminology, stamp, columns, leaf_format=chosen[0])
         issues.extend(found)
         files[sdtm_dir / "define.xml"] = define
+    elif (sdtm_dir / "define.xml").exists():
+        stale.append(sdtm_dir / "define.xml")
     try:
         result = write_files_atomic(files)
     except OSError as exc:

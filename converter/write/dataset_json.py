@@ -10,7 +10,6 @@ values that are partial, incomplete, durations or intervals are declared ``strin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -48,11 +47,11 @@ def _values(meta: ColumnMeta) -> list[object]:
         return values  # type: ignore[return-value]
     if meta.data_type == "integer":
         return [None if v is None or v != v else int(v) for v in values]  # type: ignore[arg-type]
-    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]  # type: ignore[arg-type]
+    return [None if v is None or v != v else float(v) for v in values]  # type: ignore[arg-type]
 
 
-def dataset_json_document(dataset: Dataset, study: Study, columns: Sequence[ColumnMeta],
-                          created: datetime | None = None, metadata_ref: str | None = "../define.xml") -> dict[str, object]:
+def dataset_json_document(dataset: Dataset, study: Study, columns: Sequence[ColumnMeta], created: datetime | None = None,
+                          metadata_ref: str | None = "../define.xml") -> dict[str, object]:
     """The Dataset-JSON 1.1 object of a dataset (``metadata_ref``: where define.xml is, relative to the file)."""
     stamp = reproducible_timestamp(created)
     doc: dict[str, object] = {

@@ -22,9 +22,10 @@ from pathlib import Path
 from lxml import etree
 
 from converter import __version__
+from converter.errors import CaseBridgeError
 from converter.mapping.terminology import Codelist, Terminology
 from converter.sdtm.model import Cell, Dataset, Study, Variable
-from converter.validate.issues import Issue, Severity
+from converter.validate.issues import Issue, Severity, has_errors
 from converter.write.atomic import reproducible_timestamp, write_bytes_atomic
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
@@ -35,6 +36,7 @@ _NSMAP = {None: ODM_NS, "def": DEF_NS, "xlink": XLINK_NS}
 
 DEFINE_VERSION = "2.1.0"
 ORIGIN_TYPES = ("Assigned", "Collected", "Derived", "Not Available", "Other", "Predecessor", "Protocol")
+_ORIGIN_BY_TEXT = {o.casefold(): o for o in ORIGIN_TYPES}
 _ORIGIN_SOURCE = {"Collected": "Investigator", "Derived": "Sponsor", "Assigned": "Sponsor", "Protocol": "Sponsor"}
 #: def:Class names (Define-XML CT C103329) in SDTMIG order, which is also the ItemGroupDef order.
 CLASS_ORDER = ("TRIAL DESIGN", "SPECIAL PURPOSE", "INTERVENTIONS", "EVENTS", "FINDINGS", "FINDINGS ABOUT",
@@ -44,7 +46,8 @@ _REFERENCE_CLASSES = {"TRIAL DESIGN", "STUDY REFERENCE"}
 LEAF_HREF = {"xpt": "{name}.xpt", "json": "json/{name}.json", "csv": "csv/{name}.csv"}
 
 _SAS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,7}")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# characters XML 1.0 cannot carry (and DEL), which would also garble XPT and CSV
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _INT_TEXT = re.compile(r"[+-]?\d+")
 _FLOAT_TEXT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
 
@@ -56,7 +59,8 @@ _ISO_KINDS = (
     ("partialDate", re.compile(r"\d{4}(?:-\d{2})?")),
     ("partialDatetime", re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}(?::\d{{2}})?{_TZ}")),
     ("incompleteDatetime", re.compile(
-        rf"(?:\d{{4}}|-)-(?:\d{{2}}|-)-(?:\d{{2}}|-)(?:T(?:\d{{2}}|-)(?::(?:\d{{2}}|-)(?::(?:\d{{2}}|-)(?:\.\d+)?)?)?)?{_TZ}")),
+        r"(?:\d{4}|-)-(?:\d{2}|-)-(?:\d{2}|-)"
+        rf"(?:T(?:\d{{2}}|-)(?::(?:\d{{2}}|-)(?::(?:\d{{2}}|-)(?:\.\d+)?)?)?)?{_TZ}")),
     ("durationDatetime", re.compile(
         r"-?P(?=\d|T\d)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?W)?(?:\d+(?:[.,]\d+)?D)?"
         r"(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?")),
@@ -71,7 +75,6 @@ _ISO_LATTICE = (
     ("durationDatetime", {"durationDatetime"}),
     ("intervalDatetime", {"intervalDatetime"}),
 )
-ISO_DATA_TYPES = frozenset(t for t, _ in _ISO_LATTICE)
 _DURATION_SUFFIXES = ("DUR", "ELTM", "EVLINT", "STINT", "ENINT", "PAI", "STOFF")
 _MAX_CELL_ISSUES = 20
 
@@ -117,12 +120,13 @@ def num_text(value: float | int) -> str:
 
 
 def cell_location(dataset: Dataset, row: int, variable: str) -> str:
-    """``AE[row=3,USUBJID=X,AESEQ=1].AETERM`` (row 1-based) for an Issue about one cell."""
+    """``AE[USUBJID=X,AESEQ=1,row=3].AETERM`` (row 1-based) for an Issue about one cell."""
     record = dataset.rows[row]
-    ids = [f"row={row + 1}"]
+    ids = []
     for key in ("USUBJID", f"{dataset.name[:2]}SEQ", "QNAM"):
         if record.get(key) not in (None, ""):
             ids.append(f"{key}={num_text(record[key]) if isinstance(record[key], Real) else record[key]}")
+    ids.append(f"row={row + 1}")
     return f"{dataset.name}[{','.join(ids)}].{variable}"
 
 
@@ -192,7 +196,8 @@ class _Cells:
     def close(self) -> None:
         for (rule, variable), (n, severity) in sorted(self.counts.items()):
             if n > _MAX_CELL_ISSUES:
-                self.issues.append(Issue(severity, rule, f"{n - _MAX_CELL_ISSUES} more cell(s) of {variable} like the above",
+                self.issues.append(Issue(severity, rule,
+                                         f"{n - _MAX_CELL_ISSUES} more cell(s) of {variable} like the above",
                                          f"{self.dataset.name}.{variable}"))
 
 
@@ -209,7 +214,7 @@ def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, i
         for row, v in enumerate(values):
             if isinstance(v, str) and _CONTROL.search(v):
                 cells.add("error", "sdtm.write.control_char", var.name, row,
-                          f"{var.name} contains a control character ({v!r}), which XML and XPT readers reject")
+                          f"{var.name} contains a control character ({v!r}), which XML cannot carry")
     longest = _text_bytes(text)
     length = longest
     if var.length is not None:
@@ -221,8 +226,8 @@ def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, i
         elif longest > var.length:
             for row, v in enumerate(values):
                 if isinstance(v, str) and len(v.encode("utf-8")) > var.length:
-                    cells.add("error", "sdtm.write.length", var.name, row,
-                              f"{var.name} value of {len(v.encode('utf-8'))} bytes exceeds its declared length {var.length}")
+                    cells.add("error", "sdtm.write.length", var.name, row, f"{var.name} value of "
+                              f"{len(v.encode('utf-8'))} bytes exceeds its declared length {var.length}")
     if not is_iso8601_variable(var):
         return "text", length, length
     data_type, invalid = iso8601_data_type(var.name, text)
@@ -273,6 +278,11 @@ def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
         if key not in names:
             issues.append(Issue("error", "sdtm.write.keys", f"key {key} is not a variable of {dataset.name}",
                                 f"{dataset.name}.{key}"))
+    labels = [(dataset.name, dataset.label), *((f"{dataset.name}.{v.name}", v.label) for v in dataset.variables)]
+    for where, label in labels:
+        if _CONTROL.search(label):
+            issues.append(Issue("error", "sdtm.write.control_char",
+                                f"label {label!r} contains a control character, which XML cannot carry", where))
     known = set(names)
     unknown: dict[str, int] = {}
     for row, record in enumerate(dataset.rows):
@@ -418,31 +428,32 @@ def _value_level_drivers(dataset: Dataset) -> list[tuple[str, list[str], str]]:
     return drivers
 
 
-def _value_level(dataset: Dataset, items: dict[str, _ItemDef], value_lists: dict[str, list[tuple[str, str, str]]],
-                 where: dict[str, tuple[str, str]]) -> None:
+def _value_level(dataset: Dataset, metas: Sequence[ColumnMeta], items: dict[str, _ItemDef],
+                 value_lists: dict[str, list[tuple[str, str, str]]], where: dict[str, tuple[str, str]]) -> None:
     """Add ItemDefs, ValueListDefs and WhereClauseDefs for the value-level metadata of one dataset."""
     ds = dataset.name
+    column = {m.name: m.values for m in metas}
+    blank: list[Cell] = [None] * len(metas[0].values) if metas else []
     for driver, targets, label_var in _value_level_drivers(dataset):
-        groups: dict[str, list[dict[str, Cell]]] = {}
-        for record in dataset.rows:
-            key = record.get(driver)
+        groups: dict[str, list[int]] = {}
+        for row, key in enumerate(column[driver]):
             if isinstance(key, str) and key:
-                groups.setdefault(key, []).append(record)
+                groups.setdefault(key, []).append(row)
+        labels, origins = column.get(label_var, blank), column.get("QORIG", blank)
         for target in targets:
-            parent = items[item_oid(ds, target)]
+            parent, values = items[item_oid(ds, target)], column[target]
             refs: list[tuple[str, str, str]] = []
             for value in sorted(groups):
                 rows = groups[value]
-                texts = [r[target] for r in rows if isinstance(r.get(target), str) and r[target]]
+                texts = [v for v in (values[r] for r in rows) if isinstance(v, str) and v]
                 if not texts:
                     continue
-                label = next((r[label_var] for r in rows if isinstance(r.get(label_var), str) and r[label_var]), value)
+                label = next((labels[r] for r in rows if isinstance(labels[r], str) and labels[r]), value)
                 origin = parent.origin
                 if driver == "QNAM":
-                    qorig = next((r["QORIG"] for r in rows if r.get("QORIG")), None)
-                    if isinstance(qorig, str) and qorig.strip().title() in {o.title() for o in ORIGIN_TYPES}:
-                        origin = next(o for o in ORIGIN_TYPES if o.title() == qorig.strip().title())
-                data_type, length, digits = _text_item_type(value, texts)  # type: ignore[arg-type]
+                    qorig = next((origins[r] for r in rows if isinstance(origins[r], str) and origins[r]), "")
+                    origin = _ORIGIN_BY_TEXT.get(str(qorig).strip().casefold(), origin)
+                data_type, length, digits = _text_item_type(value, texts)
                 oid = f"{item_oid(ds, target)}.{value}"
                 items[oid] = _ItemDef(oid, value, data_type, length, digits, str(label), origin)
                 wc = f"WC.{ds}.{driver}.{value}"
@@ -454,8 +465,8 @@ def _value_level(dataset: Dataset, items: dict[str, _ItemDef], value_lists: dict
 
 
 def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMeta]], terminology: Terminology,
-               items: dict[str, _ItemDef], issues: list[Issue]) -> list[tuple[Codelist, str, list[tuple[str, str, bool]]]]:
-    """(codelist, CodeList DataType, [(coded value, C-code, extended)]) for every codelist with used values."""
+               items: dict[str, _ItemDef], issues: list[Issue]) -> list[tuple[Codelist, list[tuple[str, str, bool]]]]:
+    """(codelist, [(coded value, C-code, extended)]) for every codelist with used values (CDISC CT: all text)."""
     used: dict[str, dict[str, None]] = {}
     users: dict[str, list[tuple[str, ColumnMeta]]] = {}
     for ds in datasets:
@@ -463,12 +474,14 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
             code = meta.variable.codelist
             if not code:
                 continue
+            if meta.variable.type != "Char":
+                issues.append(Issue("warning", "define.codelist", f"codelist {code} on a Num variable is ignored: "
+                                    "CDISC CT codelists hold text", f"{ds.name}.{meta.name}"))
+                continue
             seen = used.setdefault(code, {})
             for v in meta.values:
                 if isinstance(v, str) and v:
                     seen[v] = None
-                elif isinstance(v, Real) and not isinstance(v, bool) and not math.isnan(v):
-                    seen[num_text(v)] = None
             users.setdefault(code, []).append((ds.name, meta))
     result = []
     for code in sorted(used):
@@ -480,9 +493,9 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
             issues.append(Issue("warning", "define.codelist",
                                 f"codelist {code} is not in the terminology: no CodeList for {where}", where))
             continue
-        by_value = {t.submission_value: t for t in cl.terms}
+        known = {t.submission_value for t in cl.terms}
         entries = [(t.submission_value, t.c_code, t.extension) for t in cl.terms if t.submission_value in used[code]]
-        for value in sorted(v for v in used[code] if v not in by_value):
+        for value in sorted(v for v in used[code] if v not in known):
             if cl.extensible:
                 issues.append(Issue("warning", "define.codelist",
                                     f"{value!r} is not in codelist {cl.name} ({code}); listed as a sponsor extension",
@@ -491,9 +504,7 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
                 issues.append(Issue("error", "define.codelist",
                                     f"{value!r} is not in non-extensible codelist {cl.name} ({code})", where))
             entries.append((value, "", cl.extensible))
-        first = users[code][0][1]
-        data_type = "text" if first.variable.type == "Char" else ("integer" if first.data_type == "integer" else "float")
-        result.append((cl, data_type, entries))
+        result.append((cl, entries))
         for ds, meta in users[code]:
             items[item_oid(ds, meta.name)].codelist_oid = f"CL.{cl.name}"
     return sorted(result, key=lambda entry: entry[0].name)
@@ -505,8 +516,8 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
     """Define-XML 2.1 describing exactly ``study.datasets``, and the problems found while describing them.
 
     ``columns`` (from :func:`describe_dataset`) avoids describing a dataset twice; datasets missing from it are
-    described here and their issues returned. ``leaf_format`` chooses what each def:leaf points to
-    (``xpt``: ``ae.xpt``; ``json``: ``json/ae.json``; ``csv``: ``csv/ae.csv``).
+    described here, their warnings returned, their errors raised as :class:`CaseBridgeError`. ``leaf_format``
+    chooses what each def:leaf points to (``xpt``: ``ae.xpt``; ``json``: ``json/ae.json``; ``csv``: ``csv/ae.csv``).
     """
     created = reproducible_timestamp(created)
     issues: list[Issue] = []
@@ -518,6 +529,8 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
         else:
             metas[ds.name], found = describe_dataset(ds)
             issues.extend(found)
+    if has_errors(issues):
+        raise CaseBridgeError([i for i in issues if i.severity == "error"])
     ct_version = _ct_version(study, terminology, issues)
     ig_std, ct_std = f"STD.SDTMIG.{study.sdtmig_version}", (f"STD.CT.SDTM.{ct_version}" if ct_version else None)
 
@@ -535,7 +548,7 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
             oid = item_oid(ds.name, var.name)
             items[oid] = _ItemDef(oid, var.name, meta.data_type, meta.define_length, meta.significant_digits,
                                   var.label, origin)
-        _value_level(ds, items, value_lists, where)
+        _value_level(ds, metas[ds.name], items, value_lists, where)
     codelists = _codelists(datasets, metas, terminology, items, issues)
 
     root = etree.Element(_odm("ODM"), nsmap=_NSMAP)
@@ -610,9 +623,9 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
         if item.value_list_oid:
             _sub(el, _def("ValueListRef"), {"ValueListOID": item.value_list_oid})
 
-    for cl, data_type, entries in codelists:
+    for cl, entries in codelists:
         el = _sub(mdv, _odm("CodeList"), {"OID": f"CL.{cl.name}", "Name": cl.long_name or cl.name,
-                                          "DataType": data_type, _def("StandardOID"): ct_std})
+                                          "DataType": "text", _def("StandardOID"): ct_std})
         for order, (value, c_code, extended) in enumerate(entries, 1):
             item = _sub(el, _odm("EnumeratedItem"), {"CodedValue": value, "OrderNumber": str(order),
                                                      _def("ExtendedValue"): "Yes" if extended else None})
@@ -625,7 +638,10 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
 
 
 def write_define(study: Study, terminology: Terminology, sdtm_dir: Path, created: datetime | None = None,
-                 leaf_format: str = "xpt") -> tuple[Path, list[Issue]]:
-    """Write ``<sdtm_dir>/define.xml`` for every dataset of ``study`` atomically."""
-    data, issues = define_xml_bytes(study, terminology, created, leaf_format=leaf_format)
+                 leaf_format: str = "xpt") -> tuple[Path | None, list[Issue]]:
+    """Write ``<sdtm_dir>/define.xml`` for every dataset of ``study`` atomically (None: refused, see issues)."""
+    try:
+        data, issues = define_xml_bytes(study, terminology, created, leaf_format=leaf_format)
+    except CaseBridgeError as exc:
+        return None, exc.issues
     return write_bytes_atomic(sdtm_dir / "define.xml", data), issues
