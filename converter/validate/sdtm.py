@@ -331,6 +331,8 @@ def _check_rows_schema(t: _Table, report: _Report, codelists: dict[str, Codelist
         rule_id = props[var]["x-rule"].get(keyword, "sdtm.variable.type")
         if keyword == "type" and value is None:
             rule_id = "sdtm.variable.required.null"
+            if var in rules()["sdtm.dictionary.uncoded"].params["variables"]:
+                rule_id = "sdtm.dictionary.uncoded"
         if rule_id == "sdtm.variable.type" and var in skip_type:
             continue
         if rule_id == "sdtm.ct.nonextensible":
@@ -361,6 +363,8 @@ def _schema_message(rule_id: str, var: str, value: Cell, prop: dict[str, Any], m
     shown = _show(value)
     if rule_id == "sdtm.variable.required.null":
         return f"{var} is Required by SDTMIG 3.4 but null"
+    if rule_id == "sdtm.dictionary.uncoded":
+        return f"{var} is null: the verbatim term has no verified dictionary code (not invented; code it in terminology)"
     if rule_id == "sdtm.variable.type":
         return f"{var} = {shown} is not {metadata.variable_type(meta.name, var)} (SDTMIG 3.4 type)"
     if rule_id in ("sdtm.value.length", "sdtm.test.length", "sdtm.armcd.length"):
