@@ -171,10 +171,14 @@ def validate(paths: list[str | Path], deep: bool = False, mappings: str | Path |
         elif path.is_dir() and ((path / "fhir").is_dir() or (path / "sdtm").is_dir()):
             for f in sorted((path / "fhir").glob("*.json")):
                 one_json(f)
-            for f in sorted((path / "fhir" / "ndjson").glob("*.ndjson")):
-                issues.extend(validate_ndjson(f, terminology))
+            if any((path / "fhir" / "ndjson").glob("*.ndjson")):
+                issues.extend(validate_ndjson(path / "fhir" / "ndjson", terminology))  # references resolve across files
             if (path / "sdtm").is_dir():
                 sdtm_folder(path / "sdtm")
+            if (path / "sdtm" / "json").is_dir() and any((path / "sdtm").glob("*.xpt")):
+                sdtm_folder(path / "sdtm" / "json")  # both copies are checked, not only the XPT one
+        elif path.is_dir() and any(path.glob("*.ndjson")):
+            issues.extend(validate_ndjson(path, terminology))
         elif path.is_dir():
             if any(path.glob("*.xpt")) or any(path.glob("*.json")) or (path / "define.xml").exists():
                 sdtm_folder(path)

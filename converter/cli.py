@@ -43,6 +43,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     \b
     Exit codes: 0 all good; 1 some inputs failed reading, mapping or validation;
                 2 usage error; 3 internal error.
+
+    \b
+    Example:
+      casebridge convert samples/lcnec-cadonilimab-anlotinib.yaml --out out/
+      casebridge validate out/
     """
     ctx.obj = {"debug": debug}
 
@@ -188,7 +193,12 @@ def explain(case: str, field: str, mappings: str | None) -> None:
 
 @cli.group()
 def mappings() -> None:
-    """Tools for the people who maintain mappings/: lint, test, doc."""
+    """Tools for the people who maintain mappings/: lint, test, doc.
+
+    \b
+    Example:
+      casebridge mappings lint && casebridge mappings test
+    """
 
 
 @mappings.command("lint")

@@ -16,7 +16,7 @@ import orjson
 
 from converter.case.loader import Record, load_record
 from converter.errors import CaseBridgeError
-from converter.fhir.bundle import build_bundle
+from converter.fhir.bundle import build_bundle, ndjson_lines
 from converter.mapping.engine import MappingSet, issues_of_unmapped
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
@@ -32,6 +32,7 @@ class Options:
     fhir_bundle: str = "collection"
     study_id: str = "CASEBRIDGE"
     deep: bool = False
+    sdtm_formats: frozenset[str] = frozenset({"xpt", "json"})
 
 
 @dataclass(slots=True)
@@ -63,9 +64,24 @@ class Pipeline:
         fhir_validate.precompile()
 
     def process(self, record: Record) -> CaseResult:
-        """Run one record through every stage; user errors end up in ``issues``, never raised."""
+        """Run one record through every stage; user errors end up in ``issues``, never raised.
+
+        An unexpected exception fails this case only (reported as ``internal``), never the whole batch.
+        """
+        if record.error:
+            return CaseResult(record.source, record.text, issues=list(record.error))
+        try:
+            return self._process(record)
+        except Exception as exc:  # noqa: BLE001 - one case's internal error must not cost the others
+            return CaseResult(record.source, record.text, issues=[Issue(
+                "error", "internal", f"internal error while converting this case: {type(exc).__name__}: {exc}",
+                record.source)])
+
+    def _process(self, record: Record) -> CaseResult:
         from converter.validate.fhir import validate_bundle
         from converter.validate.sdtm import validate_study
+        from converter.write.define_xml import describe_dataset
+        from converter.write.xpt import check_xpt
 
         result = CaseResult(record.source, record.text)
         t = result.timings
@@ -94,8 +110,7 @@ class Pipeline:
             t["fhir_validate"] = (now := clock()) - mark
             mark = now
             result.bundle = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
-            result.resources = [(e["resource"]["resourceType"], orjson.dumps(e["resource"]) + b"\n")
-                                for e in bundle["entry"]]
+            result.resources = ndjson_lines(bundle)
         if "sdtm" in self.targets:
             builder = StudyBuilder(self.options.study_id, terminology.ct_version)
             builder.add(mapped)
@@ -103,6 +118,10 @@ class Pipeline:
             t["sdtm_build"] = (now := clock()) - mark
             mark = now
             result.issues += _locate(validate_study(study, terminology), case.source)
+            if "xpt" in self.options.sdtm_formats:
+                for dataset in study.datasets.values():
+                    columns, found = describe_dataset(dataset)
+                    result.issues += _locate(found + check_xpt(dataset, columns), case.source)
             t["sdtm_validate"] = clock() - mark
             result.sdtm = builder.rows
         result.ok = not has_errors(result.issues)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import re
@@ -65,12 +66,13 @@ class RunReport:
                 "files": self.files}
 
 
-def _records(inputs: list[str], failures: list[CaseResult]) -> Iterator[Record]:
+def _records(inputs: list[str]) -> Iterator[Record]:
+    """Every case record in input order; an unreadable input becomes a record carrying its error."""
     for path in iter_input_paths(inputs):
         try:
             yield from read_records(path)
         except CaseBridgeError as exc:
-            failures.append(CaseResult(path, "", issues=exc.issues))
+            yield Record(path, "", "yaml", error=tuple(exc.issues))
 
 
 class _NdjsonSink:
@@ -108,14 +110,15 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     out = Path(out)
     stamp = reproducible_timestamp(created)
     mapping_set = MappingSet.load(mappings)
-    options = Options(frozenset(to), fhir_bundle, study_id, deep)
+    options = Options(frozenset(to), fhir_bundle, study_id, deep, frozenset(sdtm_formats))
+    if out.exists() and not out.is_dir():
+        raise CaseBridgeError(f"--out {out} exists and is not a folder", location=str(out), rule="usage.out")
     report = RunReport(meta={
         "version": __version__, "mappings": str(mapping_set.folder), "mappings_sha256": mapping_set.digest,
         "ct_version": mapping_set.terminology.ct_version, "terminology_tables": sorted(mapping_set.terminology.tables),
         "created": stamp.isoformat(), "options": {"to": sorted(options.to), "fhir_bundle": fhir_bundle,
                                                   "sdtm_formats": sorted(sdtm_formats), "study_id": study_id, "jobs": jobs}})
-    failures: list[CaseResult] = []
-    records = _records(inputs, failures)
+    records = _records(inputs)
     builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
     sink = _NdjsonSink(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
     seen: dict[str, str] = {}
@@ -148,8 +151,6 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
             progress(result)
         if fail_fast and not result.ok:
             break
-    for failure in failures:
-        _quarantine(failure, out, report)
     t0 = time.perf_counter()
     if sink is not None:
         report.files += [str(p) for p in sink.commit()]
@@ -184,7 +185,8 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonS
 
 
 def _quarantine(result: CaseResult, out: Path, report: RunReport) -> None:
-    name = _SAFE.sub("_", Path(result.source.replace("#", "_line")).name) or "input"
+    base = _SAFE.sub("_", Path(result.source.replace("#", "_line")).name) or "input"
+    name = f"{base}.{hashlib.sha256(result.source.encode()).hexdigest()[:8]}"  # distinct for same-named inputs
     body = {"source": result.source, "case_id": result.case_id, "issues": [i.to_dict() for i in result.issues],
             "input": result.text}
     path = write_bytes_atomic(out / "quarantine" / f"{name}.error.json", orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
@@ -200,6 +202,7 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
     from converter.write import write_study
 
     study = builder.study()
+    _remove_stale(out / "sdtm", set(study.datasets))
     issues = validate_study(study, mapping_set.terminology)
     known = {(i.rule, i.message) for i in report.issues}
     report.issues += [i for i in issues if (i.rule, i.message) not in known]
@@ -210,3 +213,12 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
     paths, write_issues = write_study(study, out, mapping_set.terminology, formats, stamp)
     report.issues += write_issues
     report.files += [str(p) for p in paths]
+
+
+def _remove_stale(sdtm_dir: Path, names: set[str]) -> None:
+    """Drop dataset files an earlier run left in a reused --out that this study does not have."""
+    keep = {n.lower() for n in names}
+    for pattern in ("*.xpt", "json/*.json", "csv/*.csv"):
+        for path in sdtm_dir.glob(pattern):
+            if path.stem.lower() not in keep:
+                path.unlink()

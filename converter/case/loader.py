@@ -38,6 +38,7 @@ class Record:
     text: str
     fmt: str          # "yaml" | "json"
     line_offset: int = 0  # line of the record inside its file (NDJSON)
+    error: tuple[Issue, ...] = ()  # the input could not be read at all (kept in input order)
 
 
 @cache

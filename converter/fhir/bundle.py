@@ -8,6 +8,7 @@ server ingest reruns without duplicates.
 
 from __future__ import annotations
 
+import re
 import uuid
 from functools import cache
 from typing import Any
@@ -80,3 +81,16 @@ def build_bundle(case_id: str, resources: list[dict[str, Any]], bundle_type: str
         "type": bundle_type,
         "entry": entries,
     }
+
+
+def ndjson_lines(bundle: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Each resource of a bundle as an NDJSON line, bundle-internal ``urn:uuid:`` references rewritten to ``Type/id``."""
+    local = {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+    pattern = re.compile(rb'"reference":"(urn:uuid:[0-9a-f-]{36})"')
+
+    def swap(m: re.Match[bytes]) -> bytes:
+        target = local.get(m.group(1).decode())
+        return b'"reference":"' + target.encode() + b'"' if target else m.group(0)
+
+    return [(e["resource"]["resourceType"], pattern.sub(swap, orjson.dumps(e["resource"])) + b"\n")
+            for e in bundle["entry"]]

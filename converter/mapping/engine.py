@@ -8,6 +8,8 @@ what each output came from (provenance) and what in the case no rule used (unmap
 from __future__ import annotations
 
 import hashlib
+import re
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -116,8 +118,10 @@ class MappingSet:
             rules = by_pattern.get(pattern_of(entity_path), [])
             if rule_id:
                 rules = [r for r in rules if r.id == rule_id]
-            key = resource_key(resolve_path(data, entity_path), entity_path)
-            return [resource_id(case_id, r.id, key) for r in rules]
+            entity = resolve_path(data, entity_path)
+            key = resource_key(entity, entity_path)
+            emitted = [r for r in rules if r.when is None or r.when(_scope_at(entity_path, run))]
+            return [resource_id(case_id, r.id, key) for r in emitted]
 
         run = Run(case_id, data, case.ids, self.terminology, ref_index)
         root = Scope(data, "", None, run)
@@ -164,12 +168,27 @@ class MappingSet:
         return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
 
 
+def _scope_at(path: str, run: Run) -> Scope:
+    """The scope chain a rule would have for the entity at ``path`` (root, each list level, the entity)."""
+    scope = Scope(run.data, "", None, run)
+    cuts = [m.end() for m in re.finditer(r"\[\d+\]", path)]
+    if not cuts or cuts[-1] != len(path):
+        cuts.append(len(path))
+    for end in cuts:
+        scope = Scope(resolve_path(run.data, path[:end]), path[:end], scope, run)
+    return scope
+
+
 def digest_files(paths: list[Path]) -> str:
     """SHA-256 over the mapping and terminology files (reported with every run)."""
     h = hashlib.sha256()
+    if not paths:
+        return h.hexdigest()
+    common = Path(os.path.commonpath([str(p) for p in paths])) if len(paths) > 1 else Path(paths[0]).parent
     for p in sorted(paths):
-        h.update(p.as_posix().encode())
-        h.update(p.read_bytes())
+        h.update(Path(p).relative_to(common).as_posix().encode())  # where the folder lives does not matter
+        h.update(b"\0")
+        h.update(Path(p).read_bytes())
     return h.hexdigest()
 
 

@@ -13,7 +13,7 @@ from converter.mapping.casepaths import with_lists
 from converter.mapping.conditions import compile_condition
 from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk
 from converter.mapping.terminology import Terminology
-from converter.mapping.verbs import Collected, CompileError, Compiler, Scope, resolve
+from converter.mapping.verbs import Collected, CompileError, Compiler, Origin, Scope, resolve
 
 
 @dataclass(slots=True)
@@ -93,6 +93,7 @@ class LoadProblem:
 def _yaml() -> YAML:
     y = YAML()
     y.allow_duplicate_keys = False
+    y.constructor.add_constructor("tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node))
     return y
 
 
@@ -165,7 +166,7 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     when = None
     if "when" in spec:
         try:
-            when = compile_condition(spec["when"], resolve)
+            when = compile_condition(spec["when"], compiler.reading(Origin(file, line, rule_id, f"{kind} (rule condition)")))
         except (ValueError, PathSyntaxError) as exc:
             raise CompileError(f"when: {exc}", *pos(spec, "when")) from None
         compiler._condition_paths(spec["when"], spec)

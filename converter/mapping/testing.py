@@ -37,10 +37,19 @@ def _merge(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plain(node: Any) -> Any:
+    """ruamel's round-trip types (ScalarFloat, ScalarInt, CommentedMap…) as plain JSON values."""
     if isinstance(node, dict):
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
     return node
 
 

@@ -25,7 +25,7 @@ VERBS = ("$value", "$code", "$ct", "$date", "$quantity", "$ref", "$each", "$form
 VERB_OPTIONS: dict[str, tuple[str, ...]] = {
     "$value": ("as", "map", "default", "join"),
     "$code": ("table", "field", "system", "as"),
-    "$ct": ("codelist",),
+    "$ct": ("codelist", "unknown"),
     "$date": ("part",),
     "$quantity": ("value", "unit", "table"),
     "$ref": ("rule",),
@@ -158,6 +158,16 @@ class Compiler:
         self.collected.paths.append((p, self.scopes, line, col))
         return p
 
+    def reading(self, origin: Origin) -> Callable[[Path, Scope], list[tuple[Any, str]]]:
+        """A path resolver for conditions that records what it read (a field a condition tests is used)."""
+
+        def read(path: Path, sc: Scope) -> list[tuple[Any, str]]:
+            hits = resolve(path, sc)
+            for _, where in hits:
+                sc.run.touch(where, origin)
+            return hits
+        return read
+
     def compile(self, node: Any, target: str) -> tuple[Callable[[Scope], Any], bool]:
         """Compile a template node: (function of a scope, is-dynamic)."""
         if isinstance(node, dict):
@@ -166,7 +176,7 @@ class Compiler:
             if "$when" in node:
                 line, col = self.where(node)
                 try:
-                    cond = compile_condition(node["$when"], resolve)
+                    cond = compile_condition(node["$when"], self.reading(Origin(self.file, line, self.rule, f"{target} (condition)")))
                 except (ValueError, PathSyntaxError) as exc:
                     raise CompileError(f"$when: {exc}", line, col) from None
                 self._condition_paths(node["$when"], node)
@@ -348,6 +358,12 @@ class Compiler:
             raise CompileError("$ct needs 'codelist: <CDISC codelist, e.g. NY>'", line, col)
         self.collected.codelists.append((str(name), line, col))
         terminology = self.terminology
+        unknown = node.get("unknown", "text")
+        if unknown not in ("text", "empty", "derive"):
+            raise CompileError(f"unknown: {unknown!r}; expected text (keep the printed text), empty, "
+                               "or derive (a sponsor --TESTCD made from the text)", line, col)
+        keep_text = unknown == "text"
+        derive = unknown == "derive"
 
         def fn(sc: Scope) -> Any:
             cl = terminology.codelists.get(name)
@@ -358,9 +374,14 @@ class Compiler:
                 term = cl.lookup(text) if cl is not None else None
                 if term is not None:
                     values.append(term.submission_value)
-                elif cl is not None and cl.extensible:
+                elif cl is not None and cl.extensible and keep_text:
                     sc.run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
                     values.append(text)
+                elif cl is not None and cl.extensible and derive:
+                    code = sponsor_code(text)
+                    sc.run.flag(where, text, origin, f"not in extensible codelist {name}: sponsor code {code} derived "
+                                "from the text (review, then declare it in cdisc-ct/sponsor/additions.csv)")
+                    values.append(code)
                 else:
                     sc.run.flag(where, text, origin, f"not in non-extensible codelist {name}: left empty")
             return values if p.many else (values[0] if values else None)
@@ -439,7 +460,8 @@ class Compiler:
                 entity_path = sc.run.ids.get(v) if isinstance(v, str) else where
                 if entity_path is None:
                     continue
-                sc.run.touch(where, origin)
+                if isinstance(v, str):  # an id reference is read; a referenced entity's own fields are not
+                    sc.run.touch(where, origin)
                 refs.extend({"reference": f"urn:uuid:{rid}"} for rid in sc.run.ref_index(entity_path, rule))
             return refs if p.many else (refs[0] if refs else None)
         return fn
@@ -495,6 +517,21 @@ class Compiler:
                     return v
             return None
         return fn
+
+
+def sponsor_code(text: str) -> str:
+    """A deterministic sponsor test code for an unknown test: ≤ 8 characters A-Z/0-9, starting with a letter.
+
+    Six characters from the words of the text plus two from a hash of it, so different texts do not collide.
+    """
+    words = re.findall(r"[A-Za-z0-9]+", text.upper()) or ["X"]
+    each = max(1, 6 // len(words))
+    stem = "".join(w[:each] for w in words)[:6]
+    if not stem[0].isalpha():
+        stem = ("X" + stem)[:6]
+    digest = int(uuid.uuid5(NAMESPACE, normalize(text)).hex, 16)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return stem + alphabet[digest % 36] + alphabet[(digest // 36) % 36]
 
 
 def _nothing(scope: Scope) -> None:

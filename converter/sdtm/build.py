@@ -8,6 +8,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, Iterable
 
+import re
+
 import orjson
 
 from converter.case.dates import study_day
@@ -75,6 +77,9 @@ class StudyBuilder:
                                 dy = study_day(values[var], rfstdtc)
                                 if dy is not None:
                                     values[domain + day] = dy
+            if domain == "CO":
+                for row in rows:
+                    _split_comment(row.values)
             keys = sort_keys(domain, rows[0].values)
             rows.sort(key=lambda r: tuple(_sortable(r.values.get(k)) for k in keys))
             seqvar = f"{domain}SEQ"
@@ -142,8 +147,34 @@ def _dataset_variables(name: str, rows: list[dict[str, Cell]]) -> list[Variable]
     listed = metadata.variables(name)
     out = [v for v in listed if v.core in ("Req", "Exp") or v.name in used]
     names = {v.name for v in listed}
-    extra = [metadata.class_variable(name, n) for n in sorted(used - names)]
+    extra = [metadata.class_variable(name, n) for n in sorted(used - names, key=_natural)]
     return out + [v for v in extra if v is not None]  # SDTM-model class variables the domain table does not list
+
+
+MAX_CHARS = 200
+
+
+def _natural(name: str) -> tuple[str, int]:
+    m = re.match(r"^(.*?)(\d*)$", name)
+    return (m.group(1), int(m.group(2) or 0)) if m else (name, 0)
+
+
+def _split_comment(values: dict[str, Cell]) -> None:
+    """SDTMIG CO: a comment over 200 characters continues in COVAL1, COVAL2… (split at spaces)."""
+    text = values.get("COVAL")
+    if not isinstance(text, str) or len(text.encode()) <= MAX_CHARS:
+        return
+    parts: list[str] = []
+    rest = text
+    while len(rest.encode()) > MAX_CHARS:
+        cut = rest.rfind(" ", 0, MAX_CHARS + 1)
+        cut = cut if cut > 0 else MAX_CHARS
+        parts.append(rest[:cut])
+        rest = rest[cut:]
+    parts.append(rest)
+    values["COVAL"] = parts[0]
+    for n, part in enumerate(parts[1:], 1):
+        values[f"COVAL{n}"] = part
 
 
 def _cell(value: Any, numeric: bool) -> Cell:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 from functools import cache
 from typing import Any, Literal
 
@@ -143,7 +143,13 @@ def variables(domain: str) -> list[Variable]:
 def class_variable(domain: str, name: str) -> Variable | None:
     """A general-observation-class variable the SDTM model allows in ``domain`` though SDTMIG does not list it."""
     entry = _class_index(domain.upper()).get(name)
-    return entry[0] if entry else None
+    if entry:
+        return entry[0]
+    m = re.match(r"^COVAL(\d+)$", name)
+    if domain.upper() == "CO" and m:  # SDTMIG 3.4 CO: comments over 200 characters continue in COVAL1, COVAL2…
+        base = _index("CO")["COVAL"]
+        return replace(base, name=name, label=f"{base.label} {m.group(1)}", core="Perm")
+    return None
 
 
 def variable(domain: str, name: str, *, include_class: bool = False) -> Variable | None:

@@ -333,6 +333,8 @@ def _check_rows_schema(t: _Table, report: _Report, codelists: dict[str, Codelist
             rule_id = "sdtm.variable.required.null"
             if var in rules()["sdtm.dictionary.uncoded"].params["variables"]:
                 rule_id = "sdtm.dictionary.uncoded"
+            elif var in rules()["sdtm.variable.required.unreported"].params["variables"]:
+                rule_id = "sdtm.variable.required.unreported"
         if rule_id == "sdtm.variable.type" and var in skip_type:
             continue
         if rule_id == "sdtm.ct.nonextensible":
@@ -363,6 +365,8 @@ def _schema_message(rule_id: str, var: str, value: Cell, prop: dict[str, Any], m
     shown = _show(value)
     if rule_id == "sdtm.variable.required.null":
         return f"{var} is Required by SDTMIG 3.4 but null"
+    if rule_id == "sdtm.variable.required.unreported":
+        return f"{var} is Required by SDTMIG 3.4 but the source does not report it (left null, not invented)"
     if rule_id == "sdtm.dictionary.uncoded":
         return f"{var} is null: the verbatim term has no verified dictionary code (not invented; code it in terminology)"
     if rule_id == "sdtm.variable.type":
