@@ -138,7 +138,11 @@ def _broken(name: str) -> Study:  # noqa: C901 - a table of small mutations
     elif name == "variable.required.missing":
         _drop_variable(s, "AE", "AETERM")
     elif name == "variable.required.null":
+        _set(s, "AE", 0, AETERM=None)
+    elif name == "dictionary.uncoded":
         _set(s, "AE", 0, AEDECOD=None)
+    elif name == "variable.required.unreported":
+        _set(s, "DM", 0, COUNTRY=None)
     elif name == "variable.expected.missing":
         _drop_variable(s, "AE", "AESER")
     elif name == "variable.order":
@@ -246,7 +250,9 @@ CASES = [
     ("variable.type", "sdtm.variable.type", f"{A1}.AETOXGR", "AETOXGR = 2 is not Char"),
     ("variable.type.declared", "sdtm.variable.type", "AE.AESEQ", "AESEQ is Char; SDTMIG 3.4 type is Num"),
     ("variable.required.missing", "sdtm.variable.required.missing", "AE.AETERM", "Required variable AETERM"),
-    ("variable.required.null", "sdtm.variable.required.null", f"{A1}.AEDECOD", "Required by SDTMIG 3.4 but null"),
+    ("variable.required.null", "sdtm.variable.required.null", f"{A1}.AETERM", "Required by SDTMIG 3.4 but null"),
+    ("dictionary.uncoded", "sdtm.dictionary.uncoded", f"{A1}.AEDECOD", "no verified dictionary code"),
+    ("variable.required.unreported", "sdtm.variable.required.unreported", "DM[USUBJID=CB-001].COUNTRY", "does not report it"),
     ("variable.expected.missing", "sdtm.variable.expected.missing", "AE.AESER", "Expected variable AESER"),
     ("variable.order", "sdtm.variable.order", "AE.AESEQ", "AESEQ should come before AETERM"),
     ("value.length", "sdtm.value.length", f"{A1}.AETERM", "201 characters; at most 200"),
@@ -370,7 +376,7 @@ def test_sdtm_msg2_example_is_read_and_reported(terminology: Terminology, folder
     kinds = _rules_of(issues)
     # SDTMIG 3.3 data with known problems: MedDRA codes typed Char, empty AEDECOD, a custom DI dataset,
     # fatal AEs ending the day before death; and its RELREC/SUPP-- references all resolve
-    assert {"sdtm.variable.type", "sdtm.variable.required.null", "sdtm.dataset.unknown", "sdtm.ae.fatal_date",
+    assert {"sdtm.variable.type", "sdtm.dictionary.uncoded", "sdtm.dataset.unknown", "sdtm.ae.fatal_date",
             "sdtm.ct.extensible", "sdtm.variable.model"} <= kinds
     assert not any(k.startswith("sdtm.ref.") for k in kinds)
     assert "sdtm.ex.absent" not in kinds

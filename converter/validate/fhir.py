@@ -304,10 +304,14 @@ def validate_ndjson(path: str | Path, terminology: Terminology | None = None) ->
                     continue
                 if isinstance(resource.get("id"), str):
                     known.add(f"{resource.get('resourceType')}/{resource['id']}")
+                here = f"{file}:{lineno}"
+                start = len(pending)
                 if resource.get("resourceType") == "Bundle":
-                    issues.extend(_validate(resource, terminology, resolve_all=True))
+                    found = _validate(resource, terminology, resolve_all=True)
                 else:
-                    issues.extend(_validate(resource, terminology, resolve_all=False, collect=pending))
+                    found = _validate(resource, terminology, resolve_all=False, collect=pending)
+                issues.extend(Issue(i.severity, i.rule, i.message, f"{here}: {i.location}") for i in found)
+                pending[start:] = [(ref, f"{here}: {where}") for ref, where in pending[start:]]
     for ref, where in pending:
         target = ref.split("/_history/", 1)[0]
         if target not in known:
