@@ -57,3 +57,9 @@ def with_lists(steps: tuple[str, ...]) -> tuple[str, ...]:
         if nodes and any(n.get("type") == "array" for n in nodes):
             out.append("[]")
     return tuple(out)
+
+
+def is_list(pattern: tuple[str, ...]) -> bool:
+    """True when the pattern names a list in the case schema."""
+    nodes, _ = _nodes(pattern)
+    return any(n.get("type") == "array" for n in nodes)

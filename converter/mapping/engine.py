@@ -160,10 +160,11 @@ class MappingSet:
                             qval = s.value(scope)
                             if qval not in (None, "", []):
                                 row.supp.append((s.qnam, s.label, qval, s.origin))
-                        if rule.relrec is not None:
-                            row.related = [v for v, _ in resolve(rule.relrec, scope) if isinstance(v, str)]
-                            for _, where in resolve(rule.relrec, scope):
-                                run.touch(where, item_origin)
+                        for path in rule.relrec:
+                            for v, where in resolve(path, scope):
+                                if isinstance(v, str):
+                                    row.related.append(v)
+                                    run.touch(where, item_origin)
                         rows.append(row)
         return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
 

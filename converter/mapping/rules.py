@@ -41,7 +41,7 @@ class Rule:
     emit: Callable[[Scope], Any]
     profile: str = ""
     supp: list[Supp] = field(default_factory=list)
-    relrec: Path | None = None
+    relrec: list[Path] = field(default_factory=list)
     description: str = ""
     template: Any = None              # the raw template (documentation)
 
@@ -180,9 +180,10 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
             raise CompileError(f"supp {qnam}: needs label and value", *pos(spec["supp"], qnam))
         fn, _ = compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}")
         supp.append(Supp(str(qnam), str(qspec.get("label", qnam)), fn, str(qspec.get("origin", "CRF"))))
-    relrec = None
+    relrec: list[Path] = []
     if "relrec" in spec:
-        relrec = compiler.path(spec["relrec"], spec)
+        specs = spec["relrec"] if isinstance(spec["relrec"], list) else [spec["relrec"]]
+        relrec = [compiler.path(r, spec) for r in specs]
     pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
     return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when, emit,
                 str(spec.get("profile", "")), supp, relrec, str(spec.get("description", "")), spec[body_key])

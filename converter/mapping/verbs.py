@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from converter.case.dates import iso_of
+from converter.mapping.casepaths import is_list
 from converter.mapping.conditions import compile_condition, text_of
 from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk
 from converter.mapping.terminology import Terminology, normalize
@@ -470,6 +471,8 @@ class Compiler:
         p = self.path(arg, node)
         if "item" not in node:
             raise CompileError("$each needs 'item: <template for each element>'", line, col)
+        if not p.many and is_list(scope_pattern(self.scopes, p)):
+            p = Path(p.text, p.up, p.steps + ("[]",))  # `$each: staging` iterates the list, as for_each does
         child = Compiler(self.file, self.rule, self.terminology, self.collected,
                          self.scopes + (scope_pattern(self.scopes, p),))
         item_fn, _ = child.compile(node["item"], origin.target)

@@ -137,7 +137,8 @@ class StudyBuilder:
             table = [{n: _cell(r.get(n), n in nums) for n in names} for r in rows]
             table.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in keys if k in r))
             study.datasets[name] = Dataset(name, metadata.dataset_label(name), variables, table,
-                                           [k for k in keys if k in names], metadata.dataset_class(name))
+                                           [k for k in keys if k in names], metadata.dataset_class(name),
+                                           metadata.domain_meta(name).structure)
         return study
 
 

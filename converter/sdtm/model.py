@@ -32,6 +32,7 @@ class Dataset:
     rows: list[dict[str, Cell]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # sort keys, e.g. ["STUDYID", "USUBJID", "AETERM", "AESTDTC"]
     domain_class: str = ""  # SDTMIG class: "Events", "Interventions", "Findings", "Special-Purpose", "Relationship"…
+    structure: str = ""     # SDTMIG structure, e.g. "One record per adverse event per subject"
 
     def column(self, name: str) -> list[Cell]:
         """All values of one variable."""

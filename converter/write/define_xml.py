@@ -358,6 +358,8 @@ def _domain(dataset: Dataset) -> str | None:
 
 
 def _structure(dataset: Dataset) -> str:
+    if dataset.structure:
+        return dataset.structure
     keys = [k for k in dataset.keys if k != "STUDYID"]
     return f"One record per {', '.join(keys)}" if keys else "One record per row"
 
