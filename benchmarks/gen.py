@@ -242,6 +242,9 @@ AE_TERMS: list[tuple[str, list[str], bool]] = [  # (CTCAE term, treatments, immu
 ]
 
 _SUPPORTIVE_NAMES = {s[0] for s in SUPPORTIVE}
+# how reports word the variant type (the wordings CDISC GFTESTCD's source texts recognise)
+_VARIANT_TYPE_TEXT = {"missense": "single nucleotide variant", "nonsense": "point mutation", "splice site": "point mutation",
+                      "deletion": "indel", "insertion": "indel", "frameshift": "short variant"}
 _AE_TREATMENTS = {term: treatments for term, treatments, _ in AE_TERMS}
 
 COMORBIDITIES = ["hypertension", "type 2 diabetes mellitus", "chronic obstructive pulmonary disease", "coronary artery disease",
@@ -273,7 +276,7 @@ UNKNOWN = {  # terms no terminology table is expected to know: they take the unc
     "marker": ["CD99-like antigen", "SOX11 variant stain", "unspecified neuroendocrine panel"],
     "ae": ["general malaise and low mood", "odd taste in the mouth", "moderate dyspnea during the infusion"],
     "condition": ["benign essential tremor", "old pulmonary tuberculosis scar", "gouty arthritis of the left toe"],
-    "lab": ["serum free light chain ratio (local assay)", "tumour M2-pyruvate kinase"],
+    "lab": ["free light chain ratio (local assay)", "tumour M2-pyruvate kinase"],
     "gene": ["FAM135B", "LRP1B"],
 }
 
@@ -363,7 +366,8 @@ def load_vocabulary(folder: str | None = None, use_tables: bool = True) -> Vocab
             if not text or len(text) > 80:
                 continue
             texts.append(text)
-            syn = [s.strip() for s in (row.get("synonyms") or "").split("|") if s.strip() and len(s.strip()) <= 80]
+            syn = [s.strip() for s in (row.get("synonyms") or "").split("|")
+                   if s.strip() and len(s.strip()) <= 80 and s.strip().isascii()]
             if syn:
                 vocab.synonyms.setdefault(_norm(text), [])
                 vocab.synonyms[_norm(text)] += [s for s in syn if s not in vocab.synonyms[_norm(text)]]
@@ -665,7 +669,7 @@ def make_case(index: int, seed: int = 0, vocab: Vocabulary | None = None) -> dic
             if hp:
                 v["hgvs_p"] = hp
             if rng.random() < 0.5:
-                v["type"] = vt
+                v["type"] = _VARIANT_TYPE_TEXT.get(vt, "short variant")
             if rng.random() < 0.4:
                 v["interpretation"] = rng.choice(["pathogenic", "likely pathogenic", "variant of uncertain significance"])
             variants.append(c.note(v))
@@ -784,7 +788,7 @@ def make_case(index: int, seed: int = 0, vocab: Vocabulary | None = None) -> dic
                 ae["onset"] = c.iso(onset_day)
                 if grade < 5 and rng.random() < 0.6:
                     ae["end"] = c.iso(onset_day + rng.randint(3, 60))
-            ae["serious"] = grade >= 3 and rng.random() < 0.7
+            ae["serious"] = grade == 5 or (grade >= 3 and rng.random() < 0.7)
             if ae["serious"]:
                 ae["seriousness_criteria"] = ["death"] if grade == 5 else [rng.choice(["hospitalization", "life-threatening", "other medically important"])]
             ae["suspected_agents"] = [rng.choice(agents)["id"]]
@@ -844,14 +848,14 @@ def make_case(index: int, seed: int = 0, vocab: Vocabulary | None = None) -> dic
 
     # outcome --------------------------------------------------------------------------------------
     last = max(day, dx_day + 30)
-    if any(a.get("grade") == 5 for a in aes):
+    if any(a.get("outcome") == "fatal" for a in aes):
         status = "dead"
     else:
         status = rng.choices(["alive", "dead", "unknown"], [0.45, 0.45, 0.1])[0]
     outcome: dict[str, Any] = {"status": status}
     if status == "dead":
         outcome["date"] = c.iso(last + rng.randint(0, 90))
-        causes = [a for a in aes if a.get("grade") == 5]
+        causes = [a for a in aes if a.get("outcome") == "fatal"]
         cod_text = causes[0]["term"] if causes else rng.choice(["disease progression", "respiratory failure", "multiple organ failure"])
         outcome["causes_of_death"] = [{"id": c.id("cod-primary"), "cause": cod_text, "type": "primary"}]
         if rng.random() < 0.3:

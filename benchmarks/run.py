@@ -306,7 +306,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         if args.input == "generated" and not args.no_seed_compare:
             seed_yield = _seed_yield(args.mappings, to)
             if seed_yield and (seed_yield[0] + seed_yield[1]):
-                size = (resources + rows) / n / (seed_yield[0] + seed_yield[1])
+                # per converted case (quarantined cases produce nothing)
+                size = (resources + rows) / max(report.converted, 1) / (seed_yield[0] + seed_yield[1])
                 result["seed_resources"], result["seed_sdtm_rows"] = seed_yield
                 # a generated case is this fraction of the seed, counted in resources + SDTM rows produced
                 result["seed_size_ratio"] = round(size, 3)

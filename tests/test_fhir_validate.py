@@ -397,7 +397,7 @@ def test_ndjson_folder(tmp_path: Path) -> None:
     issues = validate_ndjson(tmp_path, _terminology())
     assert sorted((i.rule, i.location) for i in issues) == [
         ("fhir.ndjson", f"{tmp_path / 'Observation.ndjson'}:3"),
-        ("fhir.reference.unresolved", "Observation/o1.subject.reference"),
+        ("fhir.reference.unresolved", f"{tmp_path / 'Observation.ndjson'}:2: Observation/o1.subject.reference"),
     ]
     missing = tmp_path / "absent.ndjson"
     assert [(i.rule, i.location) for i in validate_ndjson(missing)] == [("fhir.ndjson", str(missing))]
