@@ -21,7 +21,7 @@ from converter.mapping.engine import MappingSet
 from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, work
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
-from converter.write.atomic import reproducible_timestamp, write_bytes_atomic
+from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes_atomic
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -156,6 +156,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         report.files += [str(p) for p in sink.commit()]
     if "sdtm" in options.to and builder.rows:
         _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report)
+    sync_all()  # one flush for the per-case files written without fsync
     stage_totals["write"] += time.perf_counter() - t0
     report.timings = {**stage_totals, "total": time.perf_counter() - started}
     report.files.sort()
@@ -166,7 +167,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
 def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonSink | None, report: RunReport) -> None:
     entry: dict[str, Any] = {"source": result.source, "case_id": result.case_id, "status": "converted"}
     if result.bundle is not None:
-        path = write_bytes_atomic(out / "fhir" / f"{_SAFE.sub('_', result.case_id)}.bundle.json", result.bundle)
+        path = write_bytes_atomic(out / "fhir" / f"{_SAFE.sub('_', result.case_id)}.bundle.json", result.bundle, durable=False)
         report.files.append(str(path))
         entry["fhir"] = str(path)
         for rtype, line in result.resources:
@@ -189,7 +190,8 @@ def _quarantine(result: CaseResult, out: Path, report: RunReport) -> None:
     name = f"{base}.{hashlib.sha256(result.source.encode()).hexdigest()[:8]}"  # distinct for same-named inputs
     body = {"source": result.source, "case_id": result.case_id, "issues": [i.to_dict() for i in result.issues],
             "input": result.text}
-    path = write_bytes_atomic(out / "quarantine" / f"{name}.error.json", orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+    path = write_bytes_atomic(out / "quarantine" / f"{name}.error.json", orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n",
+                              durable=False)
     report.files.append(str(path))
     report.inputs.append({"source": result.source, "case_id": result.case_id, "status": "quarantined",
                           "error": str(path), "errors": sum(1 for i in result.issues if i.severity == "error")})

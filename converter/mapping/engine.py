@@ -114,7 +114,16 @@ class MappingSet:
         case_id = case.case_id
         by_pattern = self.by_pattern
 
+        ref_cache: dict[tuple[str, str | None], list[str]] = {}
+
         def ref_index(entity_path: str, rule_id: str | None) -> list[str]:
+            cached = ref_cache.get((entity_path, rule_id))
+            if cached is not None:
+                return cached
+            ref_cache[(entity_path, rule_id)] = found = _ref_ids(entity_path, rule_id)
+            return found
+
+        def _ref_ids(entity_path: str, rule_id: str | None) -> list[str]:
             rules = by_pattern.get(pattern_of(entity_path), [])
             if rule_id:
                 rules = [r for r in rules if r.id == rule_id]

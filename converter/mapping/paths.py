@@ -28,10 +28,12 @@ class Path:
     up: int                 # how many levels up (``../``); -1 = from the case root
     steps: tuple[str, ...]  # property names; "[]" = every list element
 
-    @property
-    def many(self) -> bool:
-        """True when the path can yield several values."""
-        return "[]" in self.steps
+    many: bool = False      # True when the path can yield several values (it has "[]")
+    dotted: str = ""        # the steps joined with "." (concrete path suffix of a single-valued path)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "many", "[]" in self.steps)
+        object.__setattr__(self, "dotted", ".".join(self.steps))
 
 
 def parse_path(text: str) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 from converter.case.dates import iso_of
@@ -101,7 +102,19 @@ def resolve(path: Path, scope: Scope) -> list[tuple[Any, str]]:
             base = base.parent if base is not None else None
     if base is None:
         return []
-    return list(walk(base.item, path.steps, base.path))
+    if path.many:
+        return list(walk(base.item, path.steps, base.path))
+    value = base.item  # fast path: plain field access, the common case
+    for step in path.steps:
+        if type(value) is not dict:
+            return []
+        value = value.get(step)
+        if value is None:
+            return []
+    if not path.steps:
+        return [] if value is None else [(value, base.path)]
+    suffix = path.dotted
+    return [(value, f"{base.path}.{suffix}" if base.path else suffix)]
 
 
 def resource_key(item: Any, where: str) -> str:
@@ -111,6 +124,7 @@ def resource_key(item: Any, where: str) -> str:
     return where
 
 
+@lru_cache(maxsize=65536)
 def resource_id(case_id: str, rule_id: str, key: str) -> str:
     """Deterministic resource id: UUIDv5 of case id + rule + key."""
     return str(uuid.uuid5(NAMESPACE, f"{case_id}|{rule_id}|{key}"))

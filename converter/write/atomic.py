@@ -42,8 +42,8 @@ def reproducible_timestamp(explicit: datetime | None = None) -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def _stage(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a new temporary file beside ``path`` and fsync it; return the temporary path."""
+def _stage(path: Path, data: bytes, durable: bool = True) -> Path:
+    """Write ``data`` to a new temporary file beside ``path`` (fsynced when ``durable``); return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -55,8 +55,9 @@ def _stage(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -77,7 +78,7 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_files_atomic(files: Mapping[Path, bytes]) -> list[Path]:
+def write_files_atomic(files: Mapping[Path, bytes], durable: bool = True) -> list[Path]:
     """Write several files, each atomically; return their paths in the given order.
 
     Every file is staged and fsynced before the first rename, so a failure while writing (disk full,
@@ -88,7 +89,7 @@ def write_files_atomic(files: Mapping[Path, bytes]) -> list[Path]:
     staged: list[tuple[Path, Path]] = []
     try:
         for path, data in files.items():
-            staged.append((_stage(path, data), path))
+            staged.append((_stage(path, data, durable), path))
         while staged:
             tmp, path = staged[0]
             os.replace(tmp, path)
@@ -96,14 +97,25 @@ def write_files_atomic(files: Mapping[Path, bytes]) -> list[Path]:
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-    for folder in sorted({p.parent for p in files}):
-        _sync_dir(folder)
+    if durable:
+        for folder in sorted({p.parent for p in files}):
+            _sync_dir(folder)
     return list(files)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Replace ``path`` with ``data`` atomically."""
-    return write_files_atomic({path: data})[0]
+def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> Path:
+    """Replace ``path`` with ``data`` atomically.
+
+    Atomic either way (a killed process leaves the old file or the new one); ``durable=False`` skips the
+    fsyncs, for many small files whose run ends with one :func:`sync_all`.
+    """
+    return write_files_atomic({path: data}, durable)[0]
+
+
+def sync_all() -> None:
+    """Flush every written file to disk once (after many ``durable=False`` writes)."""
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 def write_text_atomic(path: Path, text: str, encoding: str = "utf-8") -> Path:
