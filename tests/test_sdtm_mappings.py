@@ -220,10 +220,11 @@ def test_ae_grades_outcomes_seriousness() -> None:
     assert "AEREL" not in fistula and fistula["AERELNST"].startswith("most likely caused by the radioactive")
 
 
-def test_ae_related_to_its_treatments() -> None:
+def test_ae_related_to_its_treatments_and_suspects() -> None:
     related = {r.values["AESPID"]: r.related for r in rows("AE")}
-    assert related["ae-irr-c4"] == ["ae-irr-c4-mp"]
-    assert related["ae-irr-c5"] == ["ae-irr-c5-mp"]
+    assert related["ae-irr-c4"] == ["ae-irr-c4-mp", "l6-cadonilimab"]  # treatment given, suspected agent
+    assert related["ae-irr-c5"] == ["ae-irr-c5-mp", "l6-cadonilimab"]
+    assert related["ae-te-fistula"] == ["l6-anlotinib", "rt-i125"]  # suspected agent and procedure
     cm_entities = {r.entity for r in rows("CM")}
     assert {"ae-irr-c4-mp", "ae-irr-c5-mp"} <= cm_entities
 
