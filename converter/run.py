@@ -205,7 +205,7 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
 
     study = builder.study()
     _remove_stale(out / "sdtm", set(study.datasets))
-    issues = validate_study(study, mapping_set.terminology)
+    issues = validate_study(study, mapping_set.terminology, rows_checked=True)  # rows were validated per case
     known = {(i.rule, i.message) for i in report.issues}
     report.issues += [i for i in issues if (i.rule, i.message) not in known]
     invalid = {i.location.split("[")[0].split(".")[0] for i in issues if i.severity == "error"}

@@ -223,7 +223,10 @@ class Compiler:
                     elif v is not None:
                         out.append(v)
                 return out or None
-            return lst, any(d for _, d in parts)
+            if not any(d for _, d in parts):
+                const_list = lst(None)  # type: ignore[arg-type]
+                return (lambda sc: const_list), False
+            return lst, True
         value = node
         return (lambda sc: value), False
 
@@ -241,18 +244,26 @@ class Compiler:
             self.collected.targets.append((f"{target}.{k}", "", "", line, col))
         parts = [(str(k), *self.compile(v, f"{target}.{k}")) for k, v in node.items() if k != "$when"]
         dynamic = any(d for _, _, d in parts)
-        items = [(k, f, d) for k, f, d in parts]
+        if not dynamic:  # a constant mapping is built once (outputs never mutate nested values)
+            const = {k: v for k, f, _ in parts if (v := f(None)) is not None and v != [] and v != {}} or None
+            return (lambda sc: const), False
+        # constants are kept as values (no call per output), computed fields as functions
+        items = [(k, None, f(None)) if not d else (k, f, None) for k, f, d in parts]
 
         def build(sc: Scope) -> Any:
             out: dict[str, Any] = {}
             filled = False
-            for k, f, d in items:
+            for k, f, const in items:
+                if f is None:
+                    if const is not None and const != [] and const != {}:
+                        out[k] = const
+                    continue
                 v = f(sc)
                 if v is None or v == [] or v == {}:
                     continue
                 out[k] = v
-                filled = filled or d
-            return out if (filled or not dynamic) and out else None
+                filled = True
+            return out if filled else None
         return build, dynamic
 
     def _condition_paths(self, spec: Any, node: Any) -> None:
