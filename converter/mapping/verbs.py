@@ -367,15 +367,7 @@ class Compiler:
                 return out[0] if out else None
             return {"coding": out, "text": text} if out else {"text": text}
 
-        def fn(sc: Scope) -> Any:
-            values = []
-            for v, where in resolve(p, sc):
-                sc.run.touch(where, origin)
-                r = one(v, where, sc)
-                if r is not None:
-                    values.append(r)
-            return values if p.many else (values[0] if values else None)
-        return fn
+        return _gather(p, origin, one)
 
     def v_ct(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
         p = self.path(arg, node)
@@ -391,27 +383,23 @@ class Compiler:
         keep_text = unknown == "text"
         derive = unknown == "derive"
 
-        def fn(sc: Scope) -> Any:
+        def one(v: Any, where: str, sc: Scope) -> Any:
             cl = terminology.codelists.get(name)
-            values = []
-            for v, where in resolve(p, sc):
-                sc.run.touch(where, origin)
-                text = _text(text_of(v))
-                term = cl.lookup(text) if cl is not None else None
-                if term is not None:
-                    values.append(term.submission_value)
-                elif cl is not None and cl.extensible and keep_text:
-                    sc.run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
-                    values.append(text)
-                elif cl is not None and cl.extensible and derive:
-                    code = sponsor_code(text)
-                    sc.run.flag(where, text, origin, f"not in extensible codelist {name}: sponsor code {code} derived "
-                                "from the text (review, then declare it in cdisc-ct/sponsor/additions.csv)")
-                    values.append(code)
-                else:
-                    sc.run.flag(where, text, origin, f"not in non-extensible codelist {name}: left empty")
-            return values if p.many else (values[0] if values else None)
-        return fn
+            text = _text(text_of(v))
+            term = cl.lookup(text) if cl is not None else None
+            if term is not None:
+                return term.submission_value
+            if cl is not None and cl.extensible and keep_text:
+                sc.run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
+                return text
+            if cl is not None and cl.extensible and derive:
+                code = sponsor_code(text)
+                sc.run.flag(where, text, origin, f"not in extensible codelist {name}: sponsor code {code} derived "
+                            "from the text (review, then declare it in cdisc-ct/sponsor/additions.csv)")
+                return code
+            sc.run.flag(where, text, origin, f"not in non-extensible codelist {name}: left empty")
+            return None
+        return _gather(p, origin, one)
 
     def v_date(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
         p = self.path(arg, node)
@@ -432,15 +420,7 @@ class Compiler:
                 return None
             return (v.get("direction") or ("after" if v.get("offset") or v.get("cycle") else "coincident")).upper()
 
-        def fn(sc: Scope) -> Any:
-            values = []
-            for v, where in resolve(p, sc):
-                sc.run.touch(where, origin)
-                r = one(v)
-                if r is not None:
-                    values.append(r)
-            return values if p.many else (values[0] if values else None)
-        return fn
+        return _gather(p, origin, lambda v, where, sc: one(v))
 
     def v_quantity(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
         p = self.path(arg, node)
@@ -545,6 +525,21 @@ class Compiler:
                     return v
             return None
         return fn
+
+
+def _gather(p: Path, origin: Origin, one: Callable[[Any, str, Scope], Any]) -> Callable[[Scope], Any]:
+    """A verb function: ``one`` applied to every value at ``p`` (each read recorded); a list for ``[]`` paths."""
+    many = p.many
+
+    def fn(sc: Scope) -> Any:
+        values = []
+        for v, where in resolve(p, sc):
+            sc.run.touch(where, origin)
+            r = one(v, where, sc)
+            if r is not None:
+                values.append(r)
+        return values if many else (values[0] if values else None)
+    return fn
 
 
 def sponsor_code(text: str) -> str:
