@@ -17,7 +17,7 @@ import orjson
 from converter.case.loader import Record, load_record
 from converter.errors import CaseBridgeError
 from converter.fhir.bundle import build_bundle, ndjson_lines
-from converter.mapping.engine import MappingSet, issues_of_unmapped
+from converter.mapping.engine import MappingSet
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
 
@@ -99,7 +99,6 @@ class Pipeline:
         mapped = self.mappings.apply(case, self.targets)
         result.unmapped = mapped.unmapped
         result.unused = mapped.unused_facts()
-        result.issues += issues_of_unmapped(mapped)
         t["map"] = (now := clock()) - mark
         mark = now
         if "fhir" in self.targets:
@@ -128,9 +127,13 @@ class Pipeline:
         return result
 
 
+STUDY_LEVEL_RULES = frozenset({"sdtm.ex.absent"})  # reported once for the whole study, not per case
+
+
 def _locate(issues: list[Issue], source: str) -> list[Issue]:
     """Prefix output locations with the input they came from."""
-    return [Issue(i.severity, i.rule, i.message, f"{source}: {i.location}" if i.location else source) for i in issues]
+    return [Issue(i.severity, i.rule, i.message, f"{source}: {i.location}" if i.location else source)
+            for i in issues if i.rule not in STUDY_LEVEL_RULES]
 
 
 _WORKER: Pipeline | None = None

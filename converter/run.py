@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,24 +22,54 @@ from converter.mapping.engine import MappingSet
 from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, work
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
-from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes_atomic
+from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes_atomic, write_chunks_atomic
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+class _Spill:
+    """A JSON array or object written to a temporary file item by item, so a run's memory does not grow with it."""
+
+    def __init__(self, folder: Path, name: str, kind: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.kind = kind
+        self.count = 0
+        self.handle = tempfile.TemporaryFile(dir=folder, prefix=f".{name}.", suffix=".tmp")
+
+    def add(self, value: Any, key: str | None = None) -> None:
+        body = orjson.dumps(value)
+        if key is not None:
+            body = orjson.dumps(key) + b": " + body
+        self.handle.write((b",\n    " if self.count else b"\n    ") + body)
+        self.count += 1
+
+    def chunks(self) -> Iterator[bytes]:
+        """The finished JSON text, in pieces."""
+        yield b"[" if self.kind == "list" else b"{"
+        self.handle.seek(0)
+        while piece := self.handle.read(1 << 20):
+            yield piece
+        yield (b"\n  " if self.count else b"") + (b"]" if self.kind == "list" else b"}")
+        self.handle.close()
+
+
 @dataclass(slots=True)
 class RunReport:
-    """What a run did; written as ``report.json`` and summarised by the CLI."""
+    """What a run did; written as ``report.json`` and summarised by the CLI.
+
+    ``issues`` holds the errors (what failed); every issue — warnings and notes too — is streamed into
+    report.json together with the unmapped and unused facts, so memory stays flat however many cases run.
+    """
 
     inputs: list[dict[str, Any]] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    issue_counts: dict[str, int] = field(default_factory=dict)
     resource_counts: dict[str, int] = field(default_factory=dict)
     domain_counts: dict[str, int] = field(default_factory=dict)
-    unmapped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
-    unused: dict[str, list[str]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    spills: dict[str, _Spill] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -55,15 +86,29 @@ class RunReport:
         """True when every input converted and the study-level output is valid."""
         return self.failed == 0 and not has_errors(self.issues)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of report.json."""
-        return {"casebridge": self.meta, "summary": {"inputs": len(self.inputs), "converted": self.converted,
+    def add_issues(self, issues: Iterable[Issue]) -> None:
+        """Record issues: counted, streamed to the report, errors kept in memory."""
+        for issue in issues:
+            key = f"{issue.severity}:{issue.rule}"
+            self.issue_counts[key] = self.issue_counts.get(key, 0) + 1
+            self.spills["issues"].add(issue.to_dict())
+            if issue.severity == "error":
+                self.issues.append(issue)
+
+    def report_chunks(self) -> Iterator[bytes]:
+        """report.json, streamed: the summary first, then every issue, unmapped and unused fact."""
+        head = {"casebridge": self.meta, "summary": {"inputs": len(self.inputs), "converted": self.converted,
                                                      "failed": self.failed},
                 "inputs": self.inputs, "resource_counts": dict(sorted(self.resource_counts.items())),
                 "domain_counts": dict(sorted(self.domain_counts.items())),
-                "issues": [i.to_dict() for i in self.issues], "unmapped": self.unmapped,
-                "unused_facts": self.unused, "timings_s": {k: round(v, 6) for k, v in self.timings.items()},
-                "files": self.files}
+                "issue_counts": dict(sorted(self.issue_counts.items())),
+                "timings_s": {k: round(v, 6) for k, v in self.timings.items()}, "files": self.files}
+        text = orjson.dumps(head, option=orjson.OPT_INDENT_2)
+        yield text[:-2]  # without the closing "\n}"
+        for name, key in (("issues", "issues"), ("unmapped", "unmapped"), ("unused", "unused_facts")):
+            yield b',\n  "' + key.encode() + b'": '
+            yield from self.spills[name].chunks()
+        yield b"\n}\n"
 
 
 def _records(inputs: list[str]) -> Iterator[Record]:
@@ -118,6 +163,8 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         "ct_version": mapping_set.terminology.ct_version, "terminology_tables": sorted(mapping_set.terminology.tables),
         "created": stamp.isoformat(), "options": {"to": sorted(options.to), "fhir_bundle": fhir_bundle,
                                                   "sdtm_formats": sorted(sdtm_formats), "study_id": study_id, "jobs": jobs}})
+    report.spills = {"issues": _Spill(out, "issues", "list"), "unmapped": _Spill(out, "unmapped", "object"),
+                     "unused": _Spill(out, "unused", "object")}
     records = _records(inputs)
     builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
     sink = _NdjsonSink(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
@@ -160,7 +207,8 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     stage_totals["write"] += time.perf_counter() - t0
     report.timings = {**stage_totals, "total": time.perf_counter() - started}
     report.files.sort()
-    report.files.append(str(write_bytes_atomic(out / "report.json", orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")))
+    write_chunks_atomic(out / "report.json", report.report_chunks())
+    report.files.append(str(out / "report.json"))
     return report
 
 
@@ -178,11 +226,11 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonS
         builder.rows.setdefault(name, []).extend(rows)
         report.domain_counts[name] = report.domain_counts.get(name, 0) + len(rows)
     report.inputs.append(entry)
-    report.issues += result.issues
+    report.add_issues(result.issues)
     if result.unmapped:
-        report.unmapped[result.case_id] = result.unmapped
+        report.spills["unmapped"].add(result.unmapped, result.case_id)
     if result.unused:
-        report.unused[result.case_id] = result.unused
+        report.spills["unused"].add(result.unused, result.case_id)
 
 
 def _quarantine(result: CaseResult, out: Path, report: RunReport) -> None:
@@ -195,7 +243,7 @@ def _quarantine(result: CaseResult, out: Path, report: RunReport) -> None:
     report.files.append(str(path))
     report.inputs.append({"source": result.source, "case_id": result.case_id, "status": "quarantined",
                           "error": str(path), "errors": sum(1 for i in result.issues if i.severity == "error")})
-    report.issues += result.issues
+    report.add_issues(result.issues)
 
 
 def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, formats: set[str], stamp: datetime,
@@ -206,14 +254,13 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
     study = builder.study()
     _remove_stale(out / "sdtm", set(study.datasets))
     issues = validate_study(study, mapping_set.terminology, rows_checked=True)  # rows were validated per case
-    known = {(i.rule, i.message) for i in report.issues}
-    report.issues += [i for i in issues if (i.rule, i.message) not in known]
+    report.add_issues(issues)
     invalid = {i.location.split("[")[0].split(".")[0] for i in issues if i.severity == "error"}
     for name in sorted(invalid & set(study.datasets)):
         del study.datasets[name]
-        report.issues.append(Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name))
+        report.add_issues([Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name)])
     paths, write_issues = write_study(study, out, mapping_set.terminology, formats, stamp)
-    report.issues += write_issues
+    report.add_issues(write_issues)
     report.files += [str(p) for p in paths]
 
 

@@ -19,7 +19,6 @@ from converter.errors import MappingError
 from converter.mapping.rules import MappingFile, Rule
 from converter.mapping.terminology import Terminology
 from converter.mapping.verbs import Origin, Run, Scope, pattern_of, resolve, resource_id, resource_key
-from converter.validate.issues import Issue
 
 
 @dataclass(slots=True)
@@ -200,9 +199,3 @@ def digest_files(paths: list[Path]) -> str:
         h.update(b"\0")
         h.update(Path(p).read_bytes())
     return h.hexdigest()
-
-
-def issues_of_unmapped(mapped: MappedCase) -> list[Issue]:
-    """Warnings for terms kept as text without a code (the report lists them too)."""
-    return [Issue("warning", "mapping.uncoded", f"{u['path']}: {u['text']!r}: {u['reason']}",
-                  f"{mapped.case.source} ({u['mapping']})") for u in mapped.unmapped]

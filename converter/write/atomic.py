@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -121,3 +121,21 @@ def sync_all() -> None:
 def write_text_atomic(path: Path, text: str, encoding: str = "utf-8") -> Path:
     """Replace ``path`` with ``text`` atomically (no newline translation)."""
     return write_bytes_atomic(path, text.encode(encoding))
+
+
+def write_chunks_atomic(path: Path, chunks: Iterable[bytes]) -> Path:
+    """Replace ``path`` atomically with content produced piece by piece (never all in memory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_dir(path.parent)
+    return path
