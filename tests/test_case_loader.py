@@ -317,3 +317,16 @@ def test_comment_only_file_reads_as_empty(tmp_path: Path) -> None:
     (result,) = api.check([str(path)])
     assert "nothing" not in result.issues[0].message
     assert "empty document" in result.issues[0].message
+
+
+def test_a_reference_to_the_wrong_kind_of_entity_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "kind.yaml"
+    path.write_text("case_id: k\nsource: {title: t}\npatient: {sex: male}\n"
+                    "procedures: [{id: p1, procedure: biopsy}]\n"
+                    "therapy_lines: [{id: l1, agents: [{id: a1, drug: x}]}]\n"
+                    "adverse_events:\n  - {id: e1, term: x, suspected_agents: [p1]}\n")
+    (result,) = api.check([str(path)])
+    assert not result.ok
+    (issue,) = result.issues
+    assert issue.rule == "case.reference.kind" and issue.location == f"{path}:7:42"
+    assert "therapy_lines[].agents[]" in issue.message

@@ -6,6 +6,7 @@ Which fields are references and which are dates is read from the case schema (``
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any, Callable, Iterator
 
@@ -20,12 +21,26 @@ Pattern = tuple[str, ...]  # property names, "[]" for array items
 _PERIODS = (("start", "end"), ("onset", "end"))
 
 
+_INDEX = re.compile(r"\[\d+\]")
+
+
+@cache
+def reference_kinds() -> dict[Pattern, tuple[str, ...]]:
+    """Reference fields whose schema names the kinds of entity they may point to (``x-ref``)."""
+    return {pattern: kinds for pattern, kinds in _walk_refs("idref") if kinds}
+
+
 @cache
 def field_patterns(def_name: str) -> tuple[Pattern, ...]:
     """Document patterns of every field whose schema is ``$ref: #/$defs/<def_name>``."""
+    return tuple(sorted({pattern for pattern, _ in _walk_refs(def_name)}))
+
+
+def _walk_refs(def_name: str) -> list[tuple[Pattern, tuple[str, ...]]]:
+    """(pattern, x-ref kinds) of every field whose schema refers to ``def_name``."""
     schema = case_schema()
     defs = schema["$defs"]
-    found: set[Pattern] = set()
+    found: list[tuple[Pattern, tuple[str, ...]]] = []
 
     def walk(node: Any, pattern: Pattern, depth: int) -> None:
         if not isinstance(node, dict) or depth > 12:
@@ -34,7 +49,7 @@ def field_patterns(def_name: str) -> tuple[Pattern, ...]:
         if ref:
             name = ref.rsplit("/", 1)[-1]
             if name == def_name:
-                found.add(pattern)
+                found.append((pattern, tuple(node.get("x-ref", ()))))
                 return
             walk(defs[name], pattern, depth + 1)
         for key in ("oneOf", "anyOf", "allOf"):
@@ -46,7 +61,7 @@ def field_patterns(def_name: str) -> tuple[Pattern, ...]:
             walk(node["items"], pattern + ("[]",), depth + 1)
 
     walk(schema, (), 0)
-    return tuple(sorted(found))
+    return found
 
 
 def values_at(doc: Any, pattern: Pattern, prefix: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
@@ -88,9 +103,15 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
         else:
             ids[eid] = path
     for pattern in field_patterns("idref"):
+        kinds = reference_kinds().get(pattern)
         for path, value in values_at(doc, pattern):
-            if isinstance(value, str) and value not in ids:
+            if not isinstance(value, str):
+                continue
+            if value not in ids:
                 err(path, "case.reference", f"refers to {value!r}, which no entity of this case has as id")
+            elif kinds and _INDEX.sub("[]", ids[value]) not in kinds:
+                err(path, "case.reference.kind", f"refers to {value!r} ({ids[value]}); expected the id of one of "
+                    f"{', '.join(kinds)}")
     for pattern in field_patterns("isodate"):
         for path, value in values_at(doc, pattern):
             if isinstance(value, str) and (problem := check_real(value)):
