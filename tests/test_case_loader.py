@@ -330,3 +330,11 @@ def test_a_reference_to_the_wrong_kind_of_entity_is_located(tmp_path: Path) -> N
     (issue,) = result.issues
     assert issue.rule == "case.reference.kind" and issue.location == f"{path}:7:42"
     assert "therapy_lines[].agents[]" in issue.message
+
+
+def test_a_reversed_reference_range_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "range.yaml"
+    path.write_text("case_id: r\nsource: {title: t}\npatient: {sex: male}\n"
+                    "labs:\n  - {id: l1, test: CEA, reference_range: {low: 30, high: 10, unit: ng/mL}}\n")
+    (result,) = api.check([str(path)])
+    assert [(i.rule, i.location) for i in result.issues] == [("case.range", f"{path}:5:25")]

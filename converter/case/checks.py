@@ -121,6 +121,11 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
         for path, value in values_at(doc, pattern):
             if isinstance(value, dict) and value.get("unit") == "%" and not 0 <= value.get("value", 0) <= 100:
                 err(path + ("value",), "case.range", f"{value['value']}% is outside 0-100")
+    for pattern in field_patterns("range"):
+        for path, value in values_at(doc, pattern):
+            low, high = value.get("low"), value.get("high")
+            if low is not None and high is not None and low > high:
+                err(path, "case.range", f"reference range low {low} is above high {high}")
     for path, scoring in values_at(doc, ("pathology", "[]", "scoring")):
         if scoring.get("system") in ("TPS", "percent positive") and not 0 <= scoring.get("value", 0) <= 100:
             err(path + ("value",), "case.range", f"{scoring['system']} {scoring['value']} is outside 0-100")
