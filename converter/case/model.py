@@ -23,10 +23,6 @@ class Case:
         """The case id (SDTM subject, FHIR id seed)."""
         return self.data["case_id"]
 
-    def entity(self, entity_id: str) -> Any:
-        """The entity with this id (or None)."""
-        path = self.ids.get(entity_id)
-        return None if path is None else resolve_path(self.data, path)
 
 
 def iter_entities(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

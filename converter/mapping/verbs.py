@@ -142,9 +142,7 @@ class Collected:
     paths: list[tuple[Path, tuple[tuple[str, ...], ...], int, int]] = field(default_factory=list)
     tables: list[tuple[str, int, int]] = field(default_factory=list)
     codelists: list[tuple[str, int, int]] = field(default_factory=list)
-    rule_refs: list[tuple[str, int, int]] = field(default_factory=list)
     targets: list[tuple[str, str, str, int, int]] = field(default_factory=list)  # every template key: (target, "", "", line, col)
-    verbs: list[tuple[str, str, str, int, int]] = field(default_factory=list)    # (target, verb, source, line, col)
     errors: list["CompileError"] = field(default_factory=list)                   # problems found while compiling
 
 
@@ -289,7 +287,6 @@ class Compiler:
             raise CompileError(f"unknown option(s) {', '.join(map(str, extra))} for {name}{hint}", line, col)
         origin = Origin(self.file, line, self.rule, target)
         arg = node[name]
-        self.collected.verbs.append((target, name, str(arg) if not isinstance(arg, (dict, list)) else "", line, col))
         return getattr(self, "v_" + name[1:])(arg, node, origin, line, col)
 
     # --- verbs ---------------------------------------------------------------------------------------
@@ -456,9 +453,7 @@ class Compiler:
 
     def v_ref(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
         p = self.path(arg, node)
-        rule = node.get("rule")
-        if rule:
-            self.collected.rule_refs.append((str(rule), line, col))
+        rule = node.get("rule")  # checked by the linter against the rule ids of the whole set
 
         def fn(sc: Scope) -> Any:
             refs = []
