@@ -24,7 +24,6 @@ class Case:
         return self.data["case_id"]
 
 
-
 def iter_entities(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every object carrying an ``id``, with its dotted document path (``adverse_events[0]``)."""
     if isinstance(node, dict):
