@@ -7,6 +7,7 @@ and be merged in input order.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ class Pipeline:
         self.options = options
         self.targets = frozenset(options.to)
         fhir_validate.precompile()
+        gc.freeze()  # the compiled mappings, schemas and tables live for the whole run: keep them out of GC scans
 
     def process(self, record: Record) -> CaseResult:
         """Run one record through every stage; user errors end up in ``issues``, never raised.
@@ -137,12 +139,20 @@ def _locate(issues: list[Issue], source: str) -> list[Issue]:
 
 
 _WORKER: Pipeline | None = None
+_COMPILED: MappingSet | None = None  # set by the parent before it forks its pool: workers inherit it
+
+
+def share_compiled(mapping_set: MappingSet | None) -> None:
+    """Let forked workers reuse the parent's compiled mapping set instead of compiling it again."""
+    global _COMPILED
+    _COMPILED = mapping_set
 
 
 def init_worker(mappings_folder: str | None, options: Options) -> None:
-    """Process-pool initializer: compile the mapping set once per worker."""
+    """Process-pool initializer: the inherited compiled set (fork), else compile once per worker (spawn)."""
     global _WORKER
-    _WORKER = Pipeline(MappingSet.load(Path(mappings_folder) if mappings_folder else None), options)
+    mapping_set = _COMPILED or MappingSet.load(Path(mappings_folder) if mappings_folder else None)
+    _WORKER = Pipeline(mapping_set, options)
 
 
 def work(record: Record) -> CaseResult:

@@ -19,7 +19,7 @@ from converter import __version__
 from converter.case.loader import Record, iter_input_paths, read_records
 from converter.errors import CaseBridgeError
 from converter.mapping.engine import MappingSet
-from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, work
+from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, share_compiled, work
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
 from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes_atomic, write_chunks_atomic
@@ -178,8 +178,10 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
                 yield pipeline.process(record)
             return
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        share_compiled(mapping_set if ctx.get_start_method() == "fork" else None)
         with ctx.Pool(jobs, initializer=init_worker, initargs=(str(mappings) if mappings else None, options)) as pool:
             yield from pool.imap(work, records, chunksize=8)
+        share_compiled(None)
 
     for result in results():
         for name, value in result.timings.items():

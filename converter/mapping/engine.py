@@ -174,7 +174,12 @@ class MappingSet:
                                     row.related.append(v)
                                     run.touch(where, item_origin)
                         rows.append(row)
+        run.ref_index = _no_refs  # break the run ↔ closure cycle: the case is freed by refcounting, not the GC
         return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
+
+
+def _no_refs(entity_path: str, rule_id: str | None) -> list[str]:
+    return []
 
 
 def _scope_at(path: str, run: Run) -> Scope:
