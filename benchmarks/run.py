@@ -273,10 +273,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                          "share": round(v / staged, 4) if staged else 0.0} for name, v in stage_s.items()}
         cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) + (cpu1.children_user - cpu0.children_user) \
             + (cpu1.children_system - cpu0.children_system)
-        issue_counts: dict[str, int] = {}
-        for issue in report.issues:
-            key = f"{issue.severity}:{issue.rule}"
-            issue_counts[key] = issue_counts.get(key, 0) + 1
+        issue_counts: dict[str, int] = dict(getattr(report, "issue_counts", None) or {})
+        if not issue_counts:  # reports that keep every issue in memory
+            for issue in report.issues:
+                key = f"{issue.severity}:{issue.rule}"
+                issue_counts[key] = issue_counts.get(key, 0) + 1
         result = {
             "cases": args.cases, "jobs": args.jobs, "seed": args.seed, "input": args.input, "format": args.format,
             "to": list(to), "fhir_ndjson": args.fhir_ndjson,
