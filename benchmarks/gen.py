@@ -700,6 +700,7 @@ def make_case(index: int, seed: int = 0, vocab: Vocabulary | None = None) -> dic
     assessments.append({"id": base_id, "date": c.iso(day - rng.randint(1, 10)), "method": "computed tomography",
                         "response": "baseline", "compared_to": "none"})
     regimens = list(tumour["regimens"])
+    prev_start = day
     rng.shuffle(regimens)
     for k in range(n_lines):
         number = k + 1
