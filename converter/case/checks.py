@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any, Callable, Iterator
 
 from converter.case.dates import check_real, iso_of, precedes
-from converter.case.model import iter_entities, join_path, split_path
+from converter.case.model import join_path
 from converter.case.schema import case_schema
 from converter.validate.issues import Issue
 
@@ -80,70 +80,134 @@ def values_at(doc: Any, pattern: Pattern, prefix: tuple[str | int, ...] = ()) ->
 
 def coerce_years(doc: dict[str, Any]) -> None:
     """A bare year written unquoted in YAML (``onset: 2014``) is read as the date "2014", not rejected."""
-    for pattern in field_patterns("isodate"):
-        for path, value in values_at(doc, pattern):
-            if isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 2999:
-                parent = doc
-                for part in path[:-1]:
-                    parent = parent[part]
-                parent[path[-1]] = str(value)
+    _coerce(doc, _field_trie())
+
+
+def _coerce(node: Any, trie: dict[str, Any]) -> None:
+    """Follow the trie's branches that exist in ``node``; replace integer years at date fields."""
+    if isinstance(node, dict):
+        for key, sub in trie.items():
+            if key in node and key not in ("", "[]"):
+                value = node[key]
+                if (isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 2999
+                        and any(kind == "isodate" for kind, _ in sub.get("", ()))):
+                    node[key] = str(value)
+                elif isinstance(value, (dict, list)):
+                    _coerce(value, sub)
+    elif isinstance(node, list) and "[]" in trie:
+        sub = trie["[]"]
+        dated = any(kind == "isodate" for kind, _ in sub.get("", ()))
+        for i, value in enumerate(node):
+            if dated and isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 2999:
+                node[i] = str(value)
+            elif isinstance(value, (dict, list)):
+                _coerce(value, sub)
+
+
+_KINDS = ("idref", "isodate", "quantity", "range")
+_SCORING = ("pathology", "[]", "scoring")
+
+
+@cache
+def _field_trie() -> dict[str, Any]:
+    """Every checked field pattern as a trie (key or "[]" → child); a node's ``""`` lists (kind, rank) pairs.
+
+    The rank is the pattern's place in ``field_patterns(kind)``, so issues come out in the order the
+    per-pattern checks have always listed them.
+    """
+    root: dict[str, Any] = {}
+    for kind in _KINDS + ("scoring",):
+        patterns = (_SCORING,) if kind == "scoring" else field_patterns(kind)
+        for rank, pattern in enumerate(patterns):
+            node = root
+            for step in pattern:
+                node = node.setdefault(step, {})
+            node.setdefault("", []).append((kind, rank))
+    return root
+
+
+# issue order: duplicate ids, references, dates, periods, quantities, ranges, scorings
+_ORDER = {"id": 0, "idref": 1, "isodate": 2, "period": 3, "quantity": 4, "range": 5, "scoring": 6}
 
 
 def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) -> list[Issue]:
-    """Issues the schema cannot express; fills ``ids`` (entity id → document path)."""
-    issues: list[Issue] = []
+    """Issues the schema cannot express; fills ``ids`` (entity id → document path).
 
-    def err(path: tuple[str | int, ...] | list[str | int], rule: str, message: str) -> None:
-        issues.append(Issue("error", rule, f"{join_path(list(path)) or '(document)'}: {message}", locate(list(path))))
+    One walk over the document, guided by a trie of the schema's checked fields (ids, references, dates,
+    quantities, ranges, scorings) and checking every period on the way.
+    """
+    found: list[tuple[int, int, int, tuple[str | int, ...], str, str]] = []  # (order, rank, seq, path, rule, message)
+    references: list[tuple[int, tuple[str | int, ...], str]] = []
 
-    for path, entity in iter_entities(doc):
-        eid = entity["id"]
-        if eid in ids:
-            err(split_path(path) + ["id"], "case.id.duplicate", f"id {eid!r} is already used at {ids[eid]}; ids must be unique in a case")
-        else:
-            ids[eid] = path
-    for pattern in field_patterns("idref"):
-        kinds = reference_kinds().get(pattern)
-        for path, value in values_at(doc, pattern):
-            if not isinstance(value, str):
-                continue
-            if value not in ids:
-                err(path, "case.reference", f"refers to {value!r}, which no entity of this case has as id")
-            elif kinds and _INDEX.sub("[]", ids[value]) not in kinds:
-                err(path, "case.reference.kind", f"refers to {value!r} ({ids[value]}); expected the id of one of "
-                    f"{', '.join(kinds)}")
-    for pattern in field_patterns("isodate"):
-        for path, value in values_at(doc, pattern):
+    def err(kind: str, rank: int, path: tuple[str | int, ...], rule: str, message: str) -> None:
+        found.append((_ORDER[kind], rank, len(found), path, rule, message))
+
+    def check(kind: str, rank: int, path: tuple[str | int, ...], value: Any) -> None:
+        if kind == "idref":
+            if isinstance(value, str):
+                references.append((rank, path, value))
+        elif kind == "isodate":
             if isinstance(value, str) and (problem := check_real(value)):
-                err(path, "case.date", problem)
-    _check_periods(doc, (), err)
-    for pattern in field_patterns("quantity"):
-        for path, value in values_at(doc, pattern):
+                err(kind, rank, path, "case.date", problem)
+        elif kind == "quantity":
             if isinstance(value, dict) and value.get("unit") == "%" and not 0 <= value.get("value", 0) <= 100:
-                err(path + ("value",), "case.range", f"{value['value']}% is outside 0-100")
-    for pattern in field_patterns("range"):
-        for path, value in values_at(doc, pattern):
+                err(kind, rank, path + ("value",), "case.range", f"{value['value']}% is outside 0-100")
+        elif kind == "range":
             low, high = value.get("low"), value.get("high")
             if low is not None and high is not None and low > high:
-                err(path, "case.range", f"reference range low {low} is above high {high}")
-    for path, scoring in values_at(doc, ("pathology", "[]", "scoring")):
-        if scoring.get("system") in ("TPS", "percent positive") and not 0 <= scoring.get("value", 0) <= 100:
-            err(path + ("value",), "case.range", f"{scoring['system']} {scoring['value']} is outside 0-100")
-        if scoring.get("system") == "H-score" and not 0 <= scoring.get("value", 0) <= 300:
-            err(path + ("value",), "case.range", f"H-score {scoring['value']} is outside 0-300")
-    return issues
+                err(kind, rank, path, "case.range", f"reference range low {low} is above high {high}")
+        else:
+            _check_scoring(value, path, lambda p, r, m: err(kind, rank, p, r, m))
+
+    def walk(node: Any, path: tuple[str | int, ...], trie: dict[str, Any] | None) -> None:
+        if isinstance(node, dict):
+            if path and isinstance(eid := node.get("id"), str):
+                where = join_path(path)
+                if eid in ids:
+                    err("id", 0, path + ("id",), "case.id.duplicate",
+                        f"id {eid!r} is already used at {ids[eid]}; ids must be unique in a case")
+                else:
+                    ids[eid] = where
+            for start_key, end_key in _PERIODS:
+                if end_key not in node or start_key not in node:
+                    continue
+                start, end = iso_of(node[start_key]), iso_of(node[end_key])
+                if start and end and not check_real(start) and not check_real(end) and precedes(start, end):
+                    err("period", 0, path + (end_key,), "case.period", f"ends ({end}) before it starts ({start_key} {start})")
+            for key, value in node.items():
+                sub = trie.get(key) if trie is not None else None
+                if sub is not None and "" in sub:
+                    for kind, rank in sub[""]:
+                        check(kind, rank, path + (key,), value)
+                if isinstance(value, (dict, list)):
+                    walk(value, path + (key,), sub)
+        elif isinstance(node, list):
+            sub = trie.get("[]") if trie is not None else None
+            kinds = sub.get("") if sub is not None else None
+            for i, value in enumerate(node):
+                if kinds:
+                    for kind, rank in kinds:
+                        check(kind, rank, path + (i,), value)
+                if isinstance(value, (dict, list)):
+                    walk(value, path + (i,), sub)
+
+    walk(doc, (), _field_trie())
+    kinds_of = reference_kinds()
+    patterns = field_patterns("idref")
+    for rank, path, value in references:  # after the walk: a reference may point forward
+        if value not in ids:
+            err("idref", rank, path, "case.reference", f"refers to {value!r}, which no entity of this case has as id")
+        elif (kinds := kinds_of.get(patterns[rank])) and _INDEX.sub("[]", ids[value]) not in kinds:
+            err("idref", rank, path, "case.reference.kind", f"refers to {value!r} ({ids[value]}); expected the id of one of "
+                f"{', '.join(kinds)}")
+    found.sort(key=lambda f: f[:3])
+    return [Issue("error", rule, f"{join_path(list(path)) or '(document)'}: {message}", locate(list(path)))
+            for _, _, _, path, rule, message in found]
 
 
-def _check_periods(node: Any, path: tuple[str | int, ...], err: Callable[..., None]) -> None:
-    """End not before start, wherever an object has both with calendar dates."""
-    if isinstance(node, dict):
-        for start_key, end_key in _PERIODS:
-            start, end = iso_of(node.get(start_key)), iso_of(node.get(end_key))
-            if start and end and not check_real(start) and not check_real(end) and precedes(start, end):
-                err(path + (end_key,), "case.period", f"ends ({end}) before it starts ({start_key} {start})")
-        for key, value in node.items():
-            if isinstance(value, (dict, list)):
-                _check_periods(value, path + (key,), err)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _check_periods(value, path + (i,), err)
+def _check_scoring(scoring: Any, path: tuple[str | int, ...], err: Callable[[tuple[str | int, ...], str, str], None]) -> None:
+    """TPS / percent positive within 0-100, H-score within 0-300."""
+    if scoring.get("system") in ("TPS", "percent positive") and not 0 <= scoring.get("value", 0) <= 100:
+        err(path + ("value",), "case.range", f"{scoring['system']} {scoring['value']} is outside 0-100")
+    if scoring.get("system") == "H-score" and not 0 <= scoring.get("value", 0) <= 300:
+        err(path + ("value",), "case.range", f"H-score {scoring['value']} is outside 0-300")
