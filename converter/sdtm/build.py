@@ -37,6 +37,8 @@ def sort_keys(domain: str, present: Iterable[str]) -> list[str]:
 
 
 def _sortable(value: Cell) -> tuple[int, Any]:
+    if value.__class__ is str and value:
+        return (2, value)
     if value is None or value == "":
         return (0, "")
     if isinstance(value, (int, float)):
@@ -81,7 +83,7 @@ class StudyBuilder:
                     _split_comment(row.values)
             if len(rows) > 1:
                 keys = sort_keys(domain, rows[0].values)
-                rows.sort(key=lambda r: tuple(_sortable(r.values.get(k)) for k in keys))
+                rows.sort(key=lambda r: tuple([_sortable(v) for v in map(r.values.get, keys)]))
             seqvar = f"{domain}SEQ"
             has_seq = metadata.is_variable(domain, seqvar)
             for n, row in enumerate(rows, 1):

@@ -21,7 +21,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Iterable, cast
 
@@ -86,6 +86,8 @@ def _norm(value: Any) -> Cell:
 
 def _text(value: Cell) -> str:
     """A value as SDTM text (``1.0`` → ``1``), used for keys and IDVARVAL matching."""
+    if value.__class__ is str:
+        return value.strip()  # type: ignore[union-attr]
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return "" if value is None else str(value).strip()
@@ -528,6 +530,11 @@ def _check_relrec_local(t: _Table, report: _Report) -> None:
                        t.where(index, "RELID"), "RELREC.RELID")
 
 
+@lru_cache(maxsize=4096)
+def _is_variable(domain: str, name: str) -> bool:
+    return metadata.is_variable(domain, name, include_class=True)
+
+
 def _check_supp_local(t: _Table, report: _Report) -> None:
     assert t.meta is not None
     parent = t.meta.domain
@@ -539,7 +546,7 @@ def _check_supp_local(t: _Table, report: _Report) -> None:
                        t.where(index, "QNAM"), f"{t.name}.QNAM")
         seen.add(key)
         qnam = row.get("QNAM")
-        if isinstance(qnam, str) and metadata.is_variable(parent, qnam, include_class=True):
+        if isinstance(qnam, str) and _is_variable(parent, qnam):
             report.add("sdtm.supp.qnam", f"QNAM {qnam!r} is a standard {parent} variable: put the value in {qnam}",
                        t.where(index, "QNAM"), f"{t.name}.QNAM")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Callable
 
 from converter.mapping.terminology import Terminology
@@ -287,14 +288,14 @@ class _Plan:
             if memo is _IGNORED:
                 continue
             try:
-                values = {row.get(var) for row in rows}
+                values = set(map(dict.get, rows, repeat(var)))
             except TypeError:  # a list: not a cell yet
                 values = None
             if values is not None and values <= memo.clean[str]:  # text and nulls without a finding
                 if not values <= _EMPTY:
                     used.add(var)
                 continue
-            column = [row.get(var) for row in rows]
+            column = list(map(dict.get, rows, repeat(var)))
             kinds = set(map(type, column))
             kinds.discard(type(None))
             if values is not None and len(kinds) == 1 and values <= memo.clean.get(kinds.pop(), _EMPTY):
