@@ -88,6 +88,8 @@ def _text(value: Cell) -> str:
     """A value as SDTM text (``1.0`` → ``1``), used for keys and IDVARVAL matching."""
     if value.__class__ is str:
         return value.strip()  # type: ignore[union-attr]
+    if value.__class__ is int:
+        return str(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return "" if value is None else str(value).strip()

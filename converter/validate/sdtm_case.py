@@ -30,7 +30,7 @@ from converter.write.xpt import _IBM_MAX, _IBM_MIN, MAX_CHAR, check_xpt
 
 _NULL_RULES = frozenset({"sdtm.variable.required.null", "sdtm.dictionary.uncoded",
                          "sdtm.variable.required.unreported"})
-_MEMO_LIMIT = 50_000  # distinct values remembered per variable before the memo starts again
+_MEMO_LIMIT = 8192  # distinct values remembered per variable before its memo starts again (bounded memory)
 _DIRTY = object()     # verdict: more than a common finding; the case takes the detailed path
 _MISS = object()
 
