@@ -474,8 +474,8 @@ def _check_ct(t: _Table, report: _Report, codelists: dict[str, Codelist]) -> Non
             same = a.c_code == b.c_code if a.c_code and b.c_code else (
                 a.extension and b.extension and a.preferred_term == b.preferred_term)
             if not same:
-                report.add("sdtm.ct.pair", f"{code_var} = {row.get(code_var)!r} ({a.c_code or 'sponsor'}) and {name_var} = "
-                           f"{row.get(name_var)!r} ({b.c_code or 'sponsor'}) are different CT terms",
+                report.add("sdtm.ct.pair", f"{code_var} = {row.get(code_var)!r} ({a.c_code or 'sponsor'}) and "
+                           f"{name_var} = {row.get(name_var)!r} ({b.c_code or 'sponsor'}) are different CT terms",
                            t.where(index, name_var), f"{t.name}.{name_var}")
 
 

@@ -22,9 +22,9 @@ from converter.sdtm import metadata
 from converter.sdtm.build import StudyBuilder, _cell, _keys, sort_keys, variables_used
 from converter.sdtm.model import Cell, Dataset, Variable
 from converter.validate.issues import Issue
-from converter.validate.sdtm import (_FULL_DATE, MAX_PER_CHECK, _Report, _Table, _check_cells, _check_ct,
-                                     _check_rows_schema, _full_date, _norm, _row_schema, check_rules, check_study, check_subject, check_table,
-                                     codelist_index, rules)
+from converter.validate.sdtm import (_FULL_DATE, MAX_PER_CHECK, _check_cells, _check_ct, _check_rows_schema,
+                                     _full_date, _norm, _Report, _row_schema, _Table, check_rules, check_study,
+                                     check_subject, check_table, codelist_index, rules)
 from converter.write.define_xml import describe_dataset, is_iso8601_variable, iso8601_data_type
 from converter.write.xpt import _IBM_MAX, _IBM_MIN, MAX_CHAR, check_xpt
 
