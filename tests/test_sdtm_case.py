@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,26 @@ def test_pipeline_reports_dataset_notes_once_per_study_not_per_case(mappings: Ma
     rules = {i.rule for i in result.issues}
     assert result.ok and "sdtm.ct.extensible" in rules
     assert not rules & {"sdtm.variable.model", "sdtm.ex.absent"}
+
+
+MUTATIONS: list[Any] = [" ", "", "caf\u00e9", "x" * 201, "2021-02-30", "01/06/2021", "2021-06", 3.0, 7, True, False,
+                        ["a", "b"], None, "120", float("nan"), 1e80, "a\x01b", "DEATH", "Y", "N", "FATAL", "CGA"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_cell_mutations_give_the_detailed_issues(mappings: MappingSet, terminology: Terminology,
+                                                        seed: int) -> None:
+    rng = random.Random(seed)
+    base = _case_rows(mappings, ROOT / "samples" / "lcnec-cadonilimab-anlotinib.yaml")
+    for _ in range(15):
+        rows = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 4)):
+            row = rng.choice(rows[rng.choice(sorted(rows))])
+            row[rng.choice(sorted(row))] = copy.copy(rng.choice(MUTATIONS))
+        try:
+            detailed = [i.to_dict() for i in sdtm_case._detailed(copy.deepcopy(rows), terminology, S, True, 25)]
+        except Exception as exc:  # noqa: BLE001 - then the fast path must fail the same way
+            with pytest.raises(type(exc)):
+                validate_case(rows, terminology, S)
+            continue
+        assert [i.to_dict() for i in validate_case(rows, terminology, S)] == detailed
