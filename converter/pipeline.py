@@ -81,9 +81,7 @@ class Pipeline:
 
     def _process(self, record: Record) -> CaseResult:
         from converter.validate.fhir import validate_bundle
-        from converter.validate.sdtm import validate_study
-        from converter.write.define_xml import describe_dataset
-        from converter.write.xpt import check_xpt
+        from converter.validate.sdtm_case import validate_case
 
         result = CaseResult(record.source, record.text)
         t = result.timings
@@ -114,28 +112,22 @@ class Pipeline:
             result.resources = ndjson_lines(bundle)
         if "sdtm" in self.targets:
             builder = StudyBuilder(self.options.study_id, terminology.ct_version)
-            builder.add(mapped)
-            study = builder.study()
+            rows = builder.add(mapped)
             t["sdtm_build"] = (now := clock()) - mark
             mark = now
-            result.issues += _locate(validate_study(study, terminology), case.source)
-            if "xpt" in self.options.sdtm_formats:
-                for dataset in study.datasets.values():
-                    columns, found = describe_dataset(dataset)
-                    result.issues += _locate(found + check_xpt(dataset, columns), case.source)
+            # per subject here; dataset-level facts once for the whole study at the end of the run
+            result.issues += _locate(validate_case(rows, terminology, self.options.study_id,
+                                                   xpt="xpt" in self.options.sdtm_formats), case.source)
             t["sdtm_validate"] = clock() - mark
             result.sdtm = builder.rows
         result.ok = not has_errors(result.issues)
         return result
 
 
-STUDY_LEVEL_RULES = frozenset({"sdtm.ex.absent"})  # reported once for the whole study, not per case
-
-
 def _locate(issues: list[Issue], source: str) -> list[Issue]:
     """Prefix output locations with the input they came from."""
     return [Issue(i.severity, i.rule, i.message, f"{source}: {i.location}" if i.location else source)
-            for i in issues if i.rule not in STUDY_LEVEL_RULES]
+            for i in issues]
 
 
 _WORKER: Pipeline | None = None

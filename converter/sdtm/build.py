@@ -5,7 +5,7 @@ Only standard SDTM mechanics live here; what a value means comes from the mappin
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Iterable
 
 import re
@@ -37,6 +37,8 @@ def sort_keys(domain: str, present: Iterable[str]) -> list[str]:
 
 
 def _sortable(value: Cell) -> tuple[int, Any]:
+    if value.__class__ is str and value:
+        return (2, value)
     if value is None or value == "":
         return (0, "")
     if isinstance(value, (int, float)):
@@ -67,21 +69,21 @@ class StudyBuilder:
         out: dict[str, list[dict[str, Cell]]] = {}
         for domain in sorted(by_domain):
             rows = by_domain[domain]
+            days = _study_days(domain)
             for row in rows:
                 values = row.values
                 values["STUDYID"], values["DOMAIN"], values["USUBJID"] = self.study_id, domain, usubjid
-                if domain != "DM":
-                    for var in list(values):
-                        for suffix, day in DATE_TO_DAY.items():
-                            if var == domain + suffix and metadata.is_variable(domain, domain + day):
-                                dy = study_day(values[var], rfstdtc)
-                                if dy is not None:
-                                    values[domain + day] = dy
+                for dtc, day in days:
+                    if dtc in values:
+                        dy = study_day(values[dtc], rfstdtc)
+                        if dy is not None:
+                            values[day] = dy
             if domain == "CO":
                 for row in rows:
                     _split_comment(row.values)
-            keys = sort_keys(domain, rows[0].values)
-            rows.sort(key=lambda r: tuple(_sortable(r.values.get(k)) for k in keys))
+            if len(rows) > 1:
+                keys = sort_keys(domain, rows[0].values)
+                rows.sort(key=lambda r: tuple([_sortable(v) for v in map(r.values.get, keys)]))
             seqvar = f"{domain}SEQ"
             has_seq = metadata.is_variable(domain, seqvar)
             for n, row in enumerate(rows, 1):
@@ -142,14 +144,28 @@ class StudyBuilder:
         return study
 
 
+@cache
+def _study_days(domain: str) -> tuple[tuple[str, str], ...]:
+    """(--DTC, --DY)-like pairs of a domain whose study-day variable SDTMIG defines (none for DM)."""
+    if domain == "DM":
+        return ()
+    return tuple((domain + suffix, domain + day) for suffix, day in DATE_TO_DAY.items()
+                 if metadata.is_variable(domain, domain + day))
+
+
 def _dataset_variables(name: str, rows: list[dict[str, Cell]]) -> list[Variable]:
     """SDTMIG variables of the dataset: Req and Exp always, Perm when any row has a value."""
-    used = {k for r in rows for k, v in r.items() if v not in (None, "")}
+    return list(variables_used(name, frozenset(k for r in rows for k, v in r.items() if v not in (None, ""))))
+
+
+@lru_cache(maxsize=4096)
+def variables_used(name: str, used: frozenset[str]) -> tuple[Variable, ...]:
+    """The variables of dataset ``name`` when ``used`` have a value in some row (see ``_dataset_variables``)."""
     listed = metadata.variables(name)
     out = [v for v in listed if v.core in ("Req", "Exp") or v.name in used]
     names = {v.name for v in listed}
     extra = [metadata.class_variable(name, n) for n in sorted(used - names, key=_natural)]
-    return out + [v for v in extra if v is not None]  # SDTM-model class variables the domain table does not list
+    return tuple(out + [v for v in extra if v is not None])  # SDTM-model class variables the domain table does not list
 
 
 MAX_CHARS = 200

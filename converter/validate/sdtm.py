@@ -21,7 +21,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Iterable, cast
 
@@ -86,6 +86,10 @@ def _norm(value: Any) -> Cell:
 
 def _text(value: Cell) -> str:
     """A value as SDTM text (``1.0`` → ``1``), used for keys and IDVARVAL matching."""
+    if value.__class__ is str:
+        return value.strip()  # type: ignore[union-attr]
+    if value.__class__ is int:
+        return str(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return "" if value is None else str(value).strip()
@@ -133,12 +137,13 @@ def _describe(condition: dict[str, Any]) -> str:
 class _Table:
     """One dataset prepared for checking: normalized rows, columns, metadata."""
 
-    ds: Dataset
     name: str
     meta: metadata.DomainMeta | None
     columns: list[str]
-    rows: list[dict[str, Cell]]
+    rows: list[dict[str, Cell]]  # a row may lack a column (null); per-case rows may hold variables not in columns
     declared: dict[str, Variable]
+    label: str = ""
+    keys: list[str] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -158,7 +163,7 @@ class _Table:
         elif f"{self.prefix}SEQ" in cols or self.name == "DM":
             wanted = ["USUBJID", "POOLID", "SPDEVID", f"{self.prefix}PARMCD", f"{self.prefix}SEQ"]
         else:
-            wanted = list(self.ds.keys)
+            wanted = list(self.keys)
         return [v for v in wanted if v in cols]
 
     def where(self, index: int, variable: str = "") -> str:
@@ -202,55 +207,92 @@ def validate_study(study: Study, terminology: Terminology, *, max_per_check: int
     """Check every dataset of ``study`` against SDTMIG 3.4, the CT in ``terminology`` and the cross-domain rules.
 
     ``max_per_check`` bounds the cell-level issues listed per rule and variable (a summary issue counts the
-    rest), so large data sets give readable reports. ``rows_checked=True`` skips the row-level checks
-    (schema, CT, cells) for a study assembled from cases whose rows were each validated already.
+    rest), so large data sets give readable reports. ``rows_checked=True`` runs only the study-level checks
+    (dataset and variable metadata, DM uniqueness across subjects, EX presence) for a study assembled from
+    cases whose subjects were each validated already (:func:`converter.validate.sdtm_case.validate_case`).
+    """
+    return check_study(study, terminology, max_per_check=max_per_check, study_level=True,
+                       subject_level=not rows_checked)
+
+
+def check_study(study: Study, terminology: Terminology, *, max_per_check: int = MAX_PER_CHECK,
+                study_level: bool = True, subject_level: bool = True) -> list[Issue]:
+    """:func:`validate_study` with the two groups of checks chosen separately.
+
+    Subject-level checks are everything one subject's records can show (cell values, CT, --SEQ, SUPP--/RELREC
+    references, --DY, record and subject implications); study-level checks are dataset and variable metadata,
+    DM uniqueness and EX presence.
     """
     report = _Report(max_per_check)
-    tables = {t.name: t for t in map(_prepare, study.datasets.values())}
-    codelists = {cl.code: cl for cl in terminology.codelists.values()}
+    tables = {t.name: t for t in (_prepare(ds, copy_rows=subject_level) for ds in study.datasets.values())}
+    codelists = codelist_index(terminology)
     for table in tables.values():
-        _check_dataset(table, report, codelists, rows_checked)
-    _check_study(study, tables, report)
-    for rule in rules().values():
-        if rule.kind == "record_implies":
-            _record_implies(rule, tables, report)
-        elif rule.kind == "subject_implies":
-            _subject_implies(rule, tables, report)
-        elif rule.kind == "record_matches_subject":
-            _record_matches_subject(rule, tables, report)
+        check_table(table, report, codelists, study_level=study_level, subject_level=subject_level)
+    if subject_level:
+        check_subject(study.study_id, tables, report)
+    if study_level and "EX" not in tables:
+        report.add("sdtm.ex.absent", rules()["sdtm.ex.absent"].title, "EX")
+    if subject_level:
+        check_rules(tables, report)
     return report.finish()
 
 
-def _prepare(ds: Dataset) -> _Table:
+def codelist_index(terminology: Terminology) -> dict[str, Codelist]:
+    """The run's codelists by C-code."""
+    return {cl.code: cl for cl in terminology.codelists.values()}
+
+
+def _prepare(ds: Dataset, copy_rows: bool = True) -> _Table:
     name = ds.name.upper()
     meta = metadata.domain_meta(name) if metadata.is_domain(name) else None
     columns = [v.name for v in ds.variables]
-    for row in ds.rows:
-        columns.extend(k for k in row if k not in columns)
-    rows = [{c: _norm(r.get(c)) for c in columns} for r in ds.rows]
-    return _Table(ds, name, meta, columns, rows, {v.name: v for v in ds.variables})
+    extra = set().union(*ds.rows).difference(columns)
+    if extra:
+        for row in ds.rows:
+            columns.extend(k for k in row if k not in columns)
+    rows = [{c: _norm(r.get(c)) for c in columns} for r in ds.rows] if copy_rows else ds.rows
+    return _Table(name, meta, columns, rows, {v.name: v for v in ds.variables}, ds.label, list(ds.keys))
 
 
-def _check_dataset(t: _Table, report: _Report, codelists: dict[str, Codelist], rows_checked: bool = False) -> None:
-    if not _DATASET_NAME.match(t.name):
-        report.add("sdtm.dataset.name", f"dataset name {t.name!r} is not 2-8 upper-case letters/digits", t.name)
-    if not t.ds.label or len(t.ds.label) > 40:
-        report.add("sdtm.dataset.label", f"dataset label {t.ds.label!r} must have 1-40 characters", t.name)
-    if t.meta is None:
-        report.add("sdtm.dataset.unknown", f"{t.name} is not an SDTMIG 3.4 dataset: only generic checks apply", t.name)
-    if not t.rows:
-        report.add("sdtm.dataset.empty", f"{t.name} has no records", t.name)
-    skip_type = _check_variables(t, report)
-    if not rows_checked:
+def check_table(t: _Table, report: _Report, codelists: dict[str, Codelist], *, study_level: bool = True,
+                subject_level: bool = True, row_checks: bool = True) -> None:
+    """The checks of one dataset; ``row_checks=False`` leaves out schema, CT and cell checks (done elsewhere)."""
+    skip_type: set[str] = set()
+    if study_level:
+        if not _DATASET_NAME.match(t.name):
+            report.add("sdtm.dataset.name", f"dataset name {t.name!r} is not 2-8 upper-case letters/digits", t.name)
+        if not t.label or len(t.label) > 40:
+            report.add("sdtm.dataset.label", f"dataset label {t.label!r} must have 1-40 characters", t.name)
+        if t.meta is None:
+            report.add("sdtm.dataset.unknown", f"{t.name} is not an SDTMIG 3.4 dataset: only generic checks apply",
+                       t.name)
+        if not t.rows:
+            report.add("sdtm.dataset.empty", f"{t.name} has no records", t.name)
+        skip_type = _check_variables(t, report)
+    if subject_level and row_checks:
+        if not study_level:  # types are otherwise checked (and reported) by _check_variables
+            skip_type = _wrong_types(t)
         if t.meta is not None:
             _check_rows_schema(t, report, codelists, skip_type)
             _check_ct(t, report, codelists)
         _check_cells(t, report)
-    _check_seq(t, report)
-    if t.name == "RELREC":
+    _check_seq(t, report, subject_level)
+    if subject_level and t.name == "RELREC":
         _check_relrec_local(t, report)
-    if t.meta is not None and t.meta.source == "SUPPQUAL":
+    if subject_level and t.meta is not None and t.meta.source == "SUPPQUAL":
         _check_supp_local(t, report)
+
+
+def _wrong_types(t: _Table) -> set[str]:
+    """Declared variables whose type differs from SDTMIG's (their type errors are reported once, per variable)."""
+    if t.meta is None:
+        return set()
+    out = set()
+    for name, declared in t.declared.items():
+        expected = t.meta.variable(name) or metadata.class_variable(t.name, name)
+        if expected is not None and declared.type != expected.type:
+            out.add(name)
+    return out
 
 
 def _check_variables(t: _Table, report: _Report) -> set[str]:
@@ -330,7 +372,7 @@ def _check_rows_schema(t: _Table, report: _Report, codelists: dict[str, Codelist
             continue
         index, var = path
         keyword = error.schema_path[-1]
-        value = t.rows[index][var]
+        value = t.rows[index].get(var)
         rule_id = props[var]["x-rule"].get(keyword, "sdtm.variable.type")
         if keyword == "type" and value is None:
             rule_id = "sdtm.variable.required.null"
@@ -354,7 +396,8 @@ def _check_rows_schema(t: _Table, report: _Report, codelists: dict[str, Codelist
             bad_dates.add((index, var))
         report.add(rule_id, message, t.where(index, var), f"{t.name}.{var}")
     for index, row in enumerate(t.rows):
-        for var, value in row.items():
+        for var in t.columns:
+            value = row.get(var)
             if (value is None or (index, var) in bad_dates
                     or props.get(var, {}).get("x-rule", {}).get("pattern") != "sdtm.iso8601"):
                 continue
@@ -406,7 +449,7 @@ def _check_ct(t: _Table, report: _Report, codelists: dict[str, Codelist]) -> Non
         variable = t.meta.variable(var) or metadata.class_variable(t.name, var)
         numeric_ok = variable is not None and variable.role == "Result Qualifier"
         for index, row in enumerate(t.rows):
-            value = row[var]
+            value = row.get(var)
             if value is None or value in allowed or (numeric_ok and _NUMBER.match(str(value))):
                 continue
             report.add("sdtm.ct.extensible",
@@ -425,21 +468,22 @@ def _check_ct(t: _Table, report: _Report, codelists: dict[str, Codelist]) -> Non
         name_terms = {tm.submission_value: tm for c in metadata.codelist_codes(t.name, name_var) if c in codelists
                       for tm in codelists[c].terms}
         for index, row in enumerate(t.rows):
-            a, b = code_terms.get(_text(row[code_var])), name_terms.get(_text(row[name_var]))
+            a, b = code_terms.get(_text(row.get(code_var))), name_terms.get(_text(row.get(name_var)))
             if a is None or b is None:
                 continue
             same = a.c_code == b.c_code if a.c_code and b.c_code else (
                 a.extension and b.extension and a.preferred_term == b.preferred_term)
             if not same:
-                report.add("sdtm.ct.pair", f"{code_var} = {row[code_var]!r} ({a.c_code or 'sponsor'}) and {name_var} = "
-                           f"{row[name_var]!r} ({b.c_code or 'sponsor'}) are different CT terms",
+                report.add("sdtm.ct.pair", f"{code_var} = {row.get(code_var)!r} ({a.c_code or 'sponsor'}) and "
+                           f"{name_var} = {row.get(name_var)!r} ({b.c_code or 'sponsor'}) are different CT terms",
                            t.where(index, name_var), f"{t.name}.{name_var}")
 
 
 def _check_cells(t: _Table, report: _Report) -> None:
     """Byte length (schemas count characters) and ASCII of character values."""
     for index, row in enumerate(t.rows):
-        for var, value in row.items():
+        for var in t.columns:
+            value = row.get(var)
             if not isinstance(value, str):
                 continue
             if not value.isascii() or not value.isprintable():
@@ -451,22 +495,23 @@ def _check_cells(t: _Table, report: _Report) -> None:
                            t.where(index, var), f"{t.name}.{var}")
 
 
-def _check_seq(t: _Table, report: _Report) -> None:
+def _check_seq(t: _Table, report: _Report, subject_level: bool = True) -> None:
     if t.name == "DM" and "USUBJID" in t.columns:
         seen_dm: set[Cell] = set()
         for index, row in enumerate(t.rows):
-            if row["USUBJID"] is not None and row["USUBJID"] in seen_dm:
-                report.add("sdtm.dm.unique", f"USUBJID {row['USUBJID']!r} has more than one DM record",
+            usubjid = _norm(row.get("USUBJID"))
+            if usubjid is not None and usubjid in seen_dm:
+                report.add("sdtm.dm.unique", f"USUBJID {usubjid!r} has more than one DM record",
                            t.where(index, "USUBJID"), "DM.USUBJID")
-            seen_dm.add(row["USUBJID"])
+            seen_dm.add(usubjid)
     seq = f"{t.prefix}SEQ"
-    if seq not in t.columns or t.name == "TS":
+    if not subject_level or seq not in t.columns or t.name == "TS":
         return
     # unique per USUBJID; datasets without subjects (DI, pooled data) number per POOLID or SPDEVID
     owner = next((v for v in ("USUBJID", "POOLID", "SPDEVID") if v in t.columns), None)
     seen: set[tuple[Cell, str]] = set()
     for index, row in enumerate(t.rows):
-        if row[seq] is None:
+        if row.get(seq) is None:
             continue
         key = (row.get(owner) if owner else None, _text(row[seq]))
         if key in seen:
@@ -487,6 +532,11 @@ def _check_relrec_local(t: _Table, report: _Report) -> None:
                        t.where(index, "RELID"), "RELREC.RELID")
 
 
+@lru_cache(maxsize=4096)
+def _is_variable(domain: str, name: str) -> bool:
+    return metadata.is_variable(domain, name, include_class=True)
+
+
 def _check_supp_local(t: _Table, report: _Report) -> None:
     assert t.meta is not None
     parent = t.meta.domain
@@ -498,7 +548,7 @@ def _check_supp_local(t: _Table, report: _Report) -> None:
                        t.where(index, "QNAM"), f"{t.name}.QNAM")
         seen.add(key)
         qnam = row.get("QNAM")
-        if isinstance(qnam, str) and metadata.is_variable(parent, qnam, include_class=True):
+        if isinstance(qnam, str) and _is_variable(parent, qnam):
             report.add("sdtm.supp.qnam", f"QNAM {qnam!r} is a standard {parent} variable: put the value in {qnam}",
                        t.where(index, "QNAM"), f"{t.name}.QNAM")
 
@@ -513,31 +563,41 @@ def _by_domain(tables: dict[str, _Table]) -> dict[str, list[_Table]]:
     return out
 
 
-def _check_study(study: Study, tables: dict[str, _Table], report: _Report) -> None:
+def check_subject(study_id: str, tables: dict[str, _Table], report: _Report) -> None:
+    """USUBJID in DM, one STUDYID, SUPP--/RELREC/CO references and --DY: checks across the datasets of subjects."""
     dm = tables.get("DM")
     subjects = {r.get("USUBJID") for r in dm.rows} if dm else set()
     study_ids = {r.get("STUDYID") for r in dm.rows if r.get("STUDYID") is not None} if dm else set()
-    if not study_ids and study.study_id:
-        study_ids = {study.study_id}
+    if not study_ids and study_id:
+        study_ids = {study_id}
     for t in tables.values():
         if t.name != "DM" and "USUBJID" in t.columns:
             if dm is None:
                 report.add("sdtm.usubjid.dm", f"DM is not in the study: USUBJIDs of {t.name} cannot be checked", t.name)
             else:
                 for index, row in enumerate(t.rows):
-                    if row["USUBJID"] is not None and row["USUBJID"] not in subjects:
+                    if row.get("USUBJID") is not None and row["USUBJID"] not in subjects:
                         report.add("sdtm.usubjid.dm", f"USUBJID {row['USUBJID']!r} is not in DM",
                                    t.where(index, "USUBJID"), f"{t.name}.USUBJID")
         if study_ids and "STUDYID" in t.columns:
             for index, row in enumerate(t.rows):
-                if row["STUDYID"] is not None and row["STUDYID"] not in study_ids:
+                if row.get("STUDYID") is not None and row["STUDYID"] not in study_ids:
                     report.add("sdtm.studyid.consistent", f"STUDYID {row['STUDYID']!r} differs from "
                                f"{', '.join(sorted(map(str, study_ids)))}", t.where(index, "STUDYID"),
                                f"{t.name}.STUDYID")
     _check_references(tables, report)
     _check_study_days(tables, report)
-    if "EX" not in tables:
-        report.add("sdtm.ex.absent", rules()["sdtm.ex.absent"].title, "EX")
+
+
+def check_rules(tables: dict[str, _Table], report: _Report) -> None:
+    """The ``record_implies``, ``subject_implies`` and ``record_matches_subject`` rules of the rule table."""
+    for rule in rules().values():
+        if rule.kind == "record_implies":
+            _record_implies(rule, tables, report)
+        elif rule.kind == "subject_implies":
+            _subject_implies(rule, tables, report)
+        elif rule.kind == "record_matches_subject":
+            _record_matches_subject(rule, tables, report)
 
 
 def _check_references(tables: dict[str, _Table], report: _Report) -> None:
@@ -608,19 +668,20 @@ def _check_study_days(tables: dict[str, _Table], report: _Report) -> None:
                 continue
             for i, row in enumerate(t.rows):
                 rf = starts.get(row.get("USUBJID"))
-                date, start, dy = _full_date(row[dtc_var]), _full_date(rf), row[dy_var]
+                dtc = row.get(dtc_var)
+                date, start, dy = _full_date(dtc), _full_date(rf), row.get(dy_var)
                 group = f"{t.name}.{dy_var}"
                 if date is None or start is None:
                     if dy is not None:
-                        report.add("sdtm.dy.incomplete", f"{dy_var} = {_text(dy)} but {dtc_var} = {_show(row[dtc_var])} "
+                        report.add("sdtm.dy.incomplete", f"{dy_var} = {_text(dy)} but {dtc_var} = {_show(dtc)} "
                                    f"/ RFSTDTC = {_show(rf)} is not a complete date", t.where(i, dy_var), group)
                     continue
                 expected = _study_day(date, start)
                 if dy is None:
-                    report.add("sdtm.dy.missing", f"{dy_var} is null; {dtc_var} {row[dtc_var]} with RFSTDTC {rf} "
+                    report.add("sdtm.dy.missing", f"{dy_var} is null; {dtc_var} {dtc} with RFSTDTC {rf} "
                                f"gives {expected}", t.where(i, dy_var), group)
                 elif not isinstance(dy, (int, float)) or dy != expected:
-                    report.add("sdtm.dy.value", f"{dy_var} = {_text(dy)}; {dtc_var} {row[dtc_var]} with RFSTDTC {rf} "
+                    report.add("sdtm.dy.value", f"{dy_var} = {_text(dy)}; {dtc_var} {dtc} with RFSTDTC {rf} "
                                f"gives {expected}", t.where(i, dy_var), group)
 
 
