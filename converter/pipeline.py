@@ -19,6 +19,7 @@ from converter.case.loader import Record, load_record
 from converter.errors import CaseBridgeError
 from converter.fhir.bundle import build_bundle, ndjson_lines
 from converter.mapping.engine import MappingSet
+from converter.sdtm.ascii import table as ascii_table
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
 
@@ -63,6 +64,7 @@ class Pipeline:
         self.options = options
         self.targets = frozenset(options.to)
         fhir_validate.precompile()
+        self.ascii = ascii_table(mappings.folder)  # a bad row fails the run here, located
         gc.freeze()  # the compiled mappings, schemas and tables live for the whole run: keep them out of GC scans
 
     def process(self, record: Record) -> CaseResult:
@@ -111,8 +113,9 @@ class Pipeline:
             result.bundle = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
             result.resources = ndjson_lines(bundle)
         if "sdtm" in self.targets:
-            builder = StudyBuilder(self.options.study_id, terminology.ct_version)
+            builder = StudyBuilder(self.options.study_id, terminology.ct_version, self.ascii)
             rows = builder.add(mapped)
+            result.issues += _locate(builder.notes, case.source)
             t["sdtm_build"] = (now := clock()) - mark
             mark = now
             # per subject here; dataset-level facts once for the whole study at the end of the run

@@ -16,7 +16,9 @@ from converter.case.dates import study_day
 from converter.mapping.engine import MappedCase, Row
 from converter.resources import schema_path
 from converter.sdtm import metadata
+from converter.sdtm.ascii import to_ascii
 from converter.sdtm.model import Cell, Dataset, Study, Variable
+from converter.validate.issues import Issue
 
 DATE_TO_DAY = {"DTC": "DY", "STDTC": "STDY", "ENDTC": "ENDY"}
 
@@ -49,10 +51,12 @@ def _sortable(value: Cell) -> tuple[int, Any]:
 class StudyBuilder:
     """Accumulates the SDTM rows of many cases and assembles the datasets."""
 
-    def __init__(self, study_id: str, ct_version: str = ""):
+    def __init__(self, study_id: str, ct_version: str = "", ascii: dict[str, str] | None = None):
         self.study_id = study_id
+        self.ascii = ascii  # character → ASCII spelling (mappings/sdtm/ascii.csv); None: the shipped table
         self.ct_version = ct_version
         self.rows: dict[str, list[dict[str, Cell]]] = {}
+        self.notes: list[Issue] = []  # what the builder changed in a value (text written in ASCII)
 
     def usubjid(self, case_id: str) -> str:
         """The unique subject id of a case."""
@@ -94,8 +98,27 @@ class StudyBuilder:
         self._supp(mapped.rows, seq_of, usubjid, out)
         self._relrec(mapped.rows, seq_of, usubjid, out)
         for name, rows in out.items():
+            self._ascii(name, rows)
             self.rows.setdefault(name, []).extend(rows)
         return out
+
+    def _ascii(self, name: str, rows: list[dict[str, Cell]]) -> None:
+        """SDTM text is ASCII (XPT v5): write other characters as ``mappings/sdtm/ascii.csv`` says, and note it."""
+        seqvar = f"{name}SEQ"
+        for row in rows:
+            for var, value in row.items():
+                if isinstance(value, list):
+                    value = _text(value)
+                if not isinstance(value, str) or value.isascii():
+                    continue
+                plain = to_ascii(value, self.ascii)
+                row[var] = plain.text
+                key = ",".join(f"{k}={row[k]}" for k in ("USUBJID", seqvar, "IDVAR", "IDVARVAL", "QNAM") if row.get(k))
+                self.notes.append(Issue(
+                    "warning" if plain.lossy else "info", "sdtm.value.ascii.written",
+                    f"{var} = {value!r} written as {plain.text!r}: SDTM text is ASCII (XPT v5)"
+                    + ("; '?' stands for characters with no ASCII form" if plain.lossy else "")
+                    + "; the FHIR output keeps the original", f"{name}[{key}].{var}"))
 
     def _supp(self, rows: list[Row], seq_of: dict[int, tuple[str, str, int]], usubjid: str,
               out: dict[str, list[dict[str, Cell]]]) -> None:
