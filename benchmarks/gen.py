@@ -367,7 +367,7 @@ def load_vocabulary(folder: str | None = None, use_tables: bool = True) -> Vocab
                 continue
             texts.append(text)
             syn = [s.strip() for s in (row.get("synonyms") or "").split("|")
-                   if s.strip() and len(s.strip()) <= 80 and s.strip().isascii()]
+                   if s.strip() and len(s.strip()) <= 80]
             if syn:
                 vocab.synonyms.setdefault(_norm(text), [])
                 vocab.synonyms[_norm(text)] += [s for s in syn if s not in vocab.synonyms[_norm(text)]]
