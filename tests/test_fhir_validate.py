@@ -401,3 +401,75 @@ def test_ndjson_folder(tmp_path: Path) -> None:
     ]
     missing = tmp_path / "absent.ndjson"
     assert [(i.rule, i.location) for i in validate_ndjson(missing)] == [("fhir.ndjson", str(missing))]
+
+
+# ---- fast path (fhir_fast): never "clean" when the detailed layers find something ---------------------------
+
+@pytest.fixture(scope="module")
+def seed_bundle() -> dict:
+    from converter.case.loader import load_case
+    from converter.fhir.bundle import build_bundle
+    from converter.mapping.engine import MappingSet
+
+    case = load_case(ROOT / "samples" / "lcnec-cadonilimab-anlotinib.yaml")
+    mapped = MappingSet.load().apply(case, frozenset({"fhir"}))
+    return build_bundle(case.case_id, mapped.resources, "collection")
+
+
+def _mutations(bundle: dict, rng) -> dict:
+    """A copy of ``bundle`` with a few random edits of the kinds that break profiles, codes and references."""
+    out = copy.deepcopy(bundle)
+    nodes: list[tuple[object, object]] = []   # (container, key or index)
+    stack: list[object] = [out]
+    while stack:
+        item = stack.pop()
+        pairs = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, value in pairs:
+            nodes.append((item, key))
+            stack.append(value)
+    for _ in range(rng.randint(1, 3)):
+        container, key = rng.choice(nodes)
+        value = container[key]
+        kind = rng.randrange(8)
+        if kind == 0 and isinstance(container, dict):
+            del container[key]
+        elif kind == 1 and isinstance(container, list):
+            container.append(copy.deepcopy(value))
+        elif kind == 2 and isinstance(value, str):
+            container[key] = value + "x"
+        elif kind == 3:
+            container[key] = None
+        elif kind == 4 and isinstance(container, dict) and isinstance(key, str):
+            container["_" + key.lstrip("_")] = {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}
+        elif kind == 5 and isinstance(value, dict):
+            value.update({"system": SNOMED, "code": "0"} if rng.random() < 0.5 else {"reference": "#missing"})
+        elif kind == 6 and isinstance(container, dict) and key == "valueCodeableConcept":
+            container["valueString"] = "text"
+        elif kind == 7 and isinstance(value, list) and value:
+            value.pop(rng.randrange(len(value)))
+    return out
+
+
+def test_fast_path_accepts_the_seed_bundle(seed_bundle: dict) -> None:
+    from converter.validate.fhir import _clean
+
+    assert validate_bundle(seed_bundle) == []
+    assert _clean(seed_bundle, None)   # the common case takes the fast path
+
+
+def test_fast_path_never_hides_an_issue(seed_bundle: dict) -> None:
+    import random
+
+    from converter.validate.fhir import _clean, _validate
+
+    rng = random.Random(20261124)
+    clean = broken = 0
+    for _ in range(400):
+        bundle = _mutations(seed_bundle, rng)
+        issues = _validate(bundle, None, resolve_all=True)
+        if _clean(bundle, None):
+            assert issues == [], issues
+            clean += 1
+        broken += bool(issues)
+        assert validate_bundle(bundle) == issues
+    assert broken > 100 and clean > 10   # the mutations exercise both sides

@@ -28,7 +28,7 @@ import orjson
 
 from converter.mapping.terminology import Terminology, load_terminology
 from converter.resources import mappings_dir, schema_path
-from converter.validate import fhir_profiles, fhir_schema
+from converter.validate import fhir_fast, fhir_profiles, fhir_schema
 from converter.validate.fhir_schema import element_path, resource_label
 from converter.validate.issues import Issue
 
@@ -48,6 +48,11 @@ def checked_code_systems() -> dict[str, str]:
 
 
 @cache
+def _checked_systems_utf8() -> frozenset[bytes]:
+    return frozenset(url.encode() for url in checked_code_systems())
+
+
+@cache
 def _default_terminology() -> Terminology:
     return load_terminology(mappings_dir() / "terminology")
 
@@ -56,7 +61,8 @@ def precompile() -> None:
     """Load and compile schemas, profile rules, the code-system list and the default terminology now."""
     fhir_schema.precompile()
     fhir_profiles.rules()
-    checked_code_systems()
+    fhir_fast.precompile()
+    _checked_systems_utf8()
     _default_terminology()
 
 
@@ -204,6 +210,24 @@ def _validate(root: dict, terminology: Terminology | None, resolve_all: bool,
     return issues
 
 
+def _clean(bundle: dict, terminology: Terminology | None) -> bool:
+    """True when the fast path (``fhir_fast``) proves that ``_validate`` would report nothing for ``bundle``."""
+    if not fhir_fast.structure_clean(bundle):
+        return False
+    try:
+        text = orjson.dumps(bundle)
+    except TypeError:  # orjson.JSONEncodeError, e.g. an integer beyond 64 bits
+        return False
+    refs = fhir_fast.references(text)
+    if refs is None:
+        return False
+    full_urls, typed = _bundle_index(bundle)
+    if not all(_resolves(ref, frozenset(), full_urls, typed) for ref in refs - full_urls):
+        return False
+    terminology = terminology if terminology is not None else _default_terminology()
+    return fhir_fast.codes_clean(text, _checked_systems_utf8(), [t.codes for t in terminology.tables.values()])
+
+
 def validate_resource(resource: dict, terminology: Terminology | None = None) -> list[Issue]:
     """Structure, profile, code and local-reference issues of one resource (and its contained resources).
 
@@ -225,7 +249,7 @@ def validate_bundle(bundle: dict, terminology: Terminology | None = None, deep: 
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
         return [Issue("error", "fhir.schema", f"expected a Bundle, got {got}", "")]
-    issues = _validate(bundle, terminology, resolve_all=True)
+    issues = [] if _clean(bundle, terminology) else _validate(bundle, terminology, resolve_all=True)
     if deep:
         issues.extend(check_models(bundle))
     return issues

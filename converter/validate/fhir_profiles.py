@@ -307,3 +307,164 @@ def check_extension(extension: dict, location: str) -> list[Issue]:
     if profile is not None and profile.type == "Extension":
         _Checker(profile, issues).children(profile.children, extension, location)
     return issues
+
+
+# ---- the same rules as JSON Schema (for the fast path, ``fhir_fast``) ----------------------------------------
+#
+# ``children_schema`` translates compiled rules into a JSON Schema (draft 2019-09) that an object satisfies
+# only when ``_Checker.children`` would report nothing: every keyword mirrors one step of ``children`` /
+# ``count`` / ``items`` above. Where the schema does not mirror a rule exactly it errs on the strict side (a
+# choice element's maximum: one type present, no list beyond the maximum): a stricter schema only sends more
+# resources to the detailed check, never hides an issue. Slice membership must be exact (it decides both the
+# minimum and the maximum count), so it is built only from string patterns; anything else is refused.
+
+
+class Untranslatable(ValueError):
+    """A rule the JSON Schema translation cannot express soundly (its profile's schema becomes ``false``)."""
+
+
+def _pattern_schema(pattern: object) -> dict:
+    """Exactly ``_contains(value, pattern)`` (string leaves only)."""
+    if isinstance(pattern, dict):
+        return {"type": "object", "required": sorted(pattern),
+                "properties": {k: _pattern_schema(p) for k, p in pattern.items()}}
+    if isinstance(pattern, list):
+        return {"type": "array", "allOf": [{"contains": _pattern_schema(p)} for p in pattern]}
+    if isinstance(pattern, str):
+        return {"const": pattern}
+    raise Untranslatable(f"non-string pattern value {pattern!r}")
+
+
+def _at_path(path: tuple[str, ...], schema: object) -> object:
+    """Exactly ``any(schema(v) for v in _values_at(value, path))`` when ``schema`` rejects null."""
+    if not path:
+        return schema
+    inner = _at_path(path[1:], schema)
+    return {"type": "object", "required": [path[0]],
+            "properties": {path[0]: {"if": {"type": "array"}, "then": {"contains": inner}, "else": inner}}}
+
+
+def _match_schema(match: tuple[tuple[tuple[str, ...], object], ...]) -> dict:
+    """Exactly ``_in_slice(value, match)``."""
+    if not match:
+        raise Untranslatable("slice without a match pattern")
+    return {"allOf": [_at_path(path, _pattern_schema(expected)) for path, expected in match]}
+
+
+def _binding_schema(rule: Rule) -> dict:
+    """Exactly ``_in_binding(rule, value)`` for a present value."""
+    known = rule.codes or frozenset()
+    if not all(isinstance(s, str) and isinstance(c, str) for s, c in known):
+        raise Untranslatable(f"value set {rule.value_set} has a non-string system or code")
+    by_system: dict[str, list[str]] = {}
+    for system, code in sorted(known):
+        by_system.setdefault(system, []).append(code)
+    pairs = {"anyOf": [{"type": "object", "required": ["system", "code"],
+                        "properties": {"system": {"const": s}, "code": {"enum": codes}}}
+                       for s, codes in by_system.items()]}
+    return {"anyOf": [
+        {"type": "string", "enum": sorted(rule.code_values)},
+        {"type": "object", "required": ["coding"], "properties": {"coding": {"type": "array", "contains": pairs}}},
+        {"type": "object", "required": ["code"], "not": {"required": ["coding"]}, "allOf": [pairs]},
+    ]}
+
+
+def _value_schema(rule: Rule) -> dict | None:
+    """What ``_Checker.items`` demands of one present value (None: nothing)."""
+    parts: list[object] = []
+    if rule.fixed is not _ABSENT:
+        if not isinstance(rule.fixed, str):
+            raise Untranslatable(f"{rule.id}: non-string fixed value")
+        parts.append({"const": rule.fixed})
+    if rule.pattern is not _ABSENT:
+        parts.append(_pattern_schema(rule.pattern))
+    if rule.codes is not None:
+        parts.append(_binding_schema(rule))
+    if rule.children:
+        parts.append({"if": {"type": "object"}, "then": children_schema(rule.children)})
+    return {"allOf": parts} if parts else None
+
+
+def _present(schema: object) -> dict:
+    """``schema`` on each present (non-null) value of an element: the value, or each item of a list."""
+    each = {"anyOf": [{"type": "null"}, schema]}
+    return {"if": {"type": "array"}, "then": {"items": each}, "else": each}
+
+
+def _at_least(key: str, n: int) -> dict:
+    """The element ``key`` has at least ``n`` items as ``_items`` counts them (``_key`` when ``key`` is null)."""
+    many = {"not": {"type": "null"}, "if": {"type": "array"}, "then": {"minItems": n}, "else": n == 1}
+    return {"anyOf": [{"required": [key], "properties": {key: many}},
+                      {"required": ["_" + key], "properties": {key: {"type": "null"}, "_" + key: many}}]}
+
+
+def _count_schema(rule: Rule) -> list[object]:
+    """Exactly the minimum of ``_Checker.count``; its maximum strictly."""
+    parts: list[object] = []
+    keys = rule.keys
+    if rule.min > 0:
+        if not keys or rule.min > 1 and len(keys) > 1:
+            raise Untranslatable(f"{rule.id}: minimum {rule.min}")
+        present = [_at_least(k, rule.min) for k in keys]
+        parts.append(present[0] if len(present) == 1 else {"anyOf": present})
+    if rule.max == 0:
+        parts.append({"properties": {k: False for key in keys for k in (key, "_" + key)}})
+    elif rule.max is not None:
+        parts.append({"properties": {k: {"maxItems": rule.max} for key in keys for k in (key, "_" + key)}})
+        if len(keys) > 1:  # a choice element: at most one of its types present
+            parts.append({"dependentSchemas": {
+                k: {"properties": {o: False for other in keys if other != key for o in (other, "_" + other)}}
+                for key in keys for k in (key, "_" + key)}})
+    return parts
+
+
+def _slice_schema(rule: Rule, sl: Slice) -> list[object]:
+    """Count and value checks of one slice's members (the items of ``rule``'s key that match the slice)."""
+    if len(rule.keys) != 1:
+        raise Untranslatable(f"{rule.id}: slices on a choice element")
+    key = rule.keys[0]
+    member = _match_schema(sl.match)
+    parts: list[object] = []
+    if sl.rule.min > 0:
+        parts.append({"required": [key], "properties": {key: {
+            "if": {"type": "array"}, "then": {"contains": member, "minContains": sl.rule.min},
+            "else": member if sl.rule.min == 1 else False}}})
+    if sl.rule.max is not None:
+        parts.append({"properties": {key: {
+            "if": {"type": "array"}, "then": {"not": {"contains": member, "minContains": sl.rule.max + 1}},
+            "else": {"not": member} if sl.rule.max == 0 else True}}})
+    value = _value_schema(sl.rule)
+    if value is not None:
+        conditional = {"if": member, "then": value}
+        parts.append({"properties": {key: {"if": {"type": "array"}, "then": {"items": conditional},
+                                           "else": conditional}}})
+    return parts
+
+
+def _element_schema(rule: Rule) -> list[object]:
+    parts: list[object] = []
+    if rule.forbidden:
+        parts.append({"properties": {k: False for k in sorted(rule.forbidden)}})
+    parts += _count_schema(rule)
+    value = _value_schema(rule)
+    if value is not None:
+        parts.append({"properties": {k: _present(value) for k in rule.keys}})
+    for sl in rule.slices:
+        parts += _slice_schema(rule, sl)
+    return parts
+
+
+def children_schema(rules: tuple[Rule, ...]) -> dict:
+    """A JSON Schema an object satisfies only when ``_Checker.children(rules, obj)`` would report nothing."""
+    parts: list[object] = []
+    for rule in rules:
+        parts += _element_schema(rule)
+    return {"allOf": parts} if parts else {}
+
+
+def profile_schema(profile: Profile) -> object:
+    """``children_schema`` of a profile's rules, or ``False`` (never clean) when one cannot be translated."""
+    try:
+        return children_schema(profile.children)
+    except Untranslatable:
+        return False
