@@ -31,7 +31,6 @@ _LOCK = threading.Lock()
 # is always escaped, so these only match real keys. Values with escapes do not match (see the callers).
 _SYSTEM = re.compile(rb'"system":"([^"\\]*)"(,"code":"([^"\\]*)")?')
 _CODE_BEFORE_SYSTEM = re.compile(rb'"code":"([^"\\]*)",(?="system":")')
-_REFERENCE = re.compile(rb'"reference":"([^"\\]*)"')
 _REFERENCE_KEY = b'"reference":"'
 
 
@@ -39,23 +38,60 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/definitions/{name}"}
 
 
-def _schema() -> dict:
-    """Structure + profiles + extensions of a Bundle as one draft 2019-09 schema (see module docstring)."""
+def _by_url(defined: list[tuple[str, object]]) -> object:
+    """The schema of the extension definition named by ``url`` (a binary search on ``url``; none: ``true``)."""
+    if len(defined) == 1:
+        url, schema = defined[0]
+        return {"if": {"properties": {"url": {"const": url}}}, "then": schema}
+    if not defined:
+        return True
+    half = len(defined) // 2
+    return {"if": {"properties": {"url": {"enum": [url for url, _ in defined[:half]]}}},
+            "then": _by_url(defined[:half]), "else": _by_url(defined[half:])}
+
+
+def _shallow(node: object, renamed: dict[str, str]) -> object:
+    """``node`` with its ``$ref``s to the ``renamed`` definitions redirected."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.rsplit("/", 1)[-1] in renamed:
+            return _ref(renamed[ref.rsplit("/", 1)[-1]])
+        return {k: _shallow(v, renamed) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_shallow(v, renamed) for v in node]
+    return node
+
+
+def _schema() -> tuple[dict, dict[tuple[str, str], str]]:
+    """Structure + profiles + extensions of a Bundle as one draft 2019-09 schema (see module docstring).
+
+    The instance it validates is ``_groups(bundle)``: the bundle under ``cb-root`` (its own structure and
+    rules, its entries' resources only as "an object with a resourceType"), and every entry resource (and
+    ``response.outcome``) under the name of its (type, claimed profile) pair, whose rules are known without a
+    look at ``meta.profile``; any other resource (several profiles, an unknown one, ...) under ``cb-any``,
+    where its type and ``meta.profile`` pick the rules. Returns the schema and the (type, profile URL or "")
+    → group name map.
+    """
     definitions, types = fhir_schema.definitions()
     ruleset = fhir_profiles.rules()
     definitions = dict(definitions)
+    groups: dict[tuple[str, str], str] = {}
     for rtype in types:
         claimable = sorted(url for url, p in ruleset.profiles.items() if p.type == rtype)
-        parts: list[object] = [_ref(rtype)]
         base = ruleset.base_by_type.get(rtype)
-        if base is not None:
-            parts.append(fhir_profiles.profile_schema(base))
+        own = [fhir_profiles.profile_schema(base)] if base is not None else []
+        parts: list[object] = list(own)
         parts.append({"properties": {"meta": {"properties": {"profile": {"items": {"enum": claimable}}}}}})
         for url in claimable:
             claims = {"required": ["meta"], "properties": {"meta": {
                 "required": ["profile"], "properties": {"profile": {"contains": {"const": url}}}}}}
             parts.append({"if": claims, "then": fhir_profiles.profile_schema(ruleset.profiles[url])})
-        definitions[f"cb-resource-{rtype}"] = {"allOf": parts}
+        definitions[f"cb-resource-{rtype}"] = {"allOf": [_ref(rtype), *parts]}
+        definitions[f"cb-rules-{rtype}"] = {"allOf": parts}
+        for url in ["", *claimable]:
+            name = groups[(rtype, url)] = f"cb-group-{len(groups)}"
+            rules = own + ([fhir_profiles.profile_schema(ruleset.profiles[url])] if url else [])
+            definitions[name] = {"allOf": [_ref(rtype), *rules]}
     definitions["ResourceList"] = {
         "type": "object", "required": ["resourceType"], "properties": {"resourceType": {"enum": list(types)}},
         "allOf": [{"if": {"properties": {"resourceType": {"const": t}}}, "then": _ref(f"cb-resource-{t}")}
@@ -63,21 +99,30 @@ def _schema() -> dict:
     extension: list[object] = []
     if ruleset.extension_base is not None:
         extension.append(fhir_profiles.profile_schema(ruleset.extension_base))
-    for url, profile in sorted(ruleset.profiles.items()):
-        if profile.type == "Extension" and not profile.base:
-            extension.append({"if": {"required": ["url"], "properties": {"url": {"const": url}}},
-                              "then": fhir_profiles.profile_schema(profile)})
+    defined = sorted((url, fhir_profiles.profile_schema(p)) for url, p in ruleset.profiles.items()
+                     if p.type == "Extension" and not p.base)
+    extension.append(_by_url(defined))
     definitions["cb-extension"] = {"allOf": extension}
     definitions["Extension"] = {"allOf": [definitions["Extension"], _ref("cb-extension")]}
-    roots: list[object] = [_ref("cb-resource-Bundle")]
+    # the root bundle's own structure: nested resources are checked in their groups
+    shallow = {name: f"cb-shallow-{name}" for name in ("Bundle", "Bundle_Entry", "Bundle_Response")}
+    for name, renamed in shallow.items():
+        definitions[renamed] = _shallow(definitions[name], {**shallow, "ResourceList": "cb-nested"})
+    definitions["cb-nested"] = {"type": "object", "required": ["resourceType"]}
+    root: list[object] = [_ref("cb-shallow-Bundle"), _ref("cb-rules-Bundle")]
     if not _extensions_typed(definitions):
         # some object may hold extensions the R4 definitions do not type: check extensions anywhere
         definitions["cb-extensions"] = {"allOf": [_ref("cb-anywhere"), {"items": _ref("cb-extension")}]}
         definitions["cb-anywhere"] = {
             "properties": {"extension": _ref("cb-extensions"), "modifierExtension": _ref("cb-extensions")},
             "additionalProperties": _ref("cb-anywhere"), "items": _ref("cb-anywhere")}
-        roots.append(_ref("cb-anywhere"))
-    return {"$schema": _DRAFT2019, "definitions": definitions, "allOf": roots}
+        root.append(_ref("cb-anywhere"))
+    definitions["cb-root"] = {"allOf": root}
+    members = {name: {"items": _ref(name)} for name in groups.values()}
+    members |= {"cb-root": {"items": _ref("cb-root")}, "cb-any": {"items": _ref("ResourceList")}}
+    schema = {"$schema": _DRAFT2019, "definitions": definitions, "type": "object", "properties": members,
+              "additionalProperties": False}
+    return schema, groups
 
 
 def _extensions_typed(definitions: dict) -> bool:
@@ -100,20 +145,44 @@ def _extensions_typed(definitions: dict) -> bool:
 
 
 @cache
-def _validator() -> jsonschema_rs.Validator:
+def _compiled() -> tuple[jsonschema_rs.Validator, dict[tuple[str, str], str]]:
     with _LOCK:
-        return jsonschema_rs.Draft201909Validator(_schema())
+        schema, groups = _schema()
+        return jsonschema_rs.Draft201909Validator(schema), groups
 
 
 def precompile() -> None:
     """Build and compile the bundle validator now."""
-    _validator()
+    _compiled()
+
+
+def _groups(bundle: dict, names: dict[tuple[str, str], str]) -> dict[str, list[dict]]:
+    """The instance ``_schema`` describes: the bundle and its entries' resources, grouped by rules."""
+    groups: dict[str, list[dict]] = {"cb-root": [bundle]}
+    for entry in bundle.get("entry") or ():
+        if not isinstance(entry, dict):
+            continue
+        response = entry.get("response")
+        outcome = response.get("outcome") if isinstance(response, dict) else None
+        for resource in (entry.get("resource"), outcome):
+            if isinstance(resource, dict):
+                meta = resource.get("meta")
+                claimed = meta.get("profile") if isinstance(meta, dict) else None
+                if not claimed:
+                    name = names.get((resource.get("resourceType"), ""), "cb-any")
+                elif isinstance(claimed, list) and len(claimed) == 1:
+                    name = names.get((resource.get("resourceType"), claimed[0]), "cb-any")
+                else:
+                    name = "cb-any"
+                groups.setdefault(name, []).append(resource)
+    return groups
 
 
 def structure_clean(bundle: dict) -> bool:
     """True only when the structure, profile and extension layers would report nothing for ``bundle``."""
+    validator, names = _compiled()
     try:
-        return _validator().is_valid(bundle)
+        return validator.is_valid(_groups(bundle, names))
     except Exception:  # noqa: BLE001 - e.g. a value JSON cannot hold: the detailed layers report (or raise) it
         return False
 
@@ -155,10 +224,7 @@ def _codes_clean_anywhere(text: bytes, checked: Collection[bytes], known: Iterab
 
 def references(text: bytes) -> set[str] | None:
     """Every string ``reference`` in ``text`` (the bundle as orjson); None when one is ``#local`` or escaped."""
-    found = _REFERENCE.findall(text)
-    if len(found) != text.count(_REFERENCE_KEY):  # a value with an escape
-        return None
-    refs = set(found)
-    if any(ref.startswith(b"#") for ref in refs):
+    refs = {part[:part.find(b'"')] for part in text.split(_REFERENCE_KEY)[1:]}
+    if any(b"\\" in ref or ref.startswith(b"#") for ref in refs):
         return None
     return {ref.decode() for ref in refs}
