@@ -398,8 +398,11 @@ def _at_least(key: str, n: int) -> dict:
                       {"required": ["_" + key], "properties": {key: {"type": "null"}, "_" + key: many}}]}
 
 
-def _count_schema(rule: Rule) -> list[object]:
-    """Exactly the minimum of ``_Checker.count``; its maximum strictly."""
+def _count_schema(rule: Rule, required: frozenset[str] = frozenset()) -> list[object]:
+    """Exactly the minimum of ``_Checker.count``; its maximum strictly.
+
+    ``required``: the single-key elements with a minimum among ``rule``'s siblings (checked in the same schema).
+    """
     parts: list[object] = []
     keys = rule.keys
     if rule.min > 0:
@@ -412,53 +415,112 @@ def _count_schema(rule: Rule) -> list[object]:
     elif rule.max is not None:
         parts.append({"properties": {k: {"maxItems": rule.max} for key in keys for k in (key, "_" + key)}})
         if len(keys) > 1:  # a choice element: at most one of its types present
-            parts.append({"dependentSchemas": {
+            one_type = {"dependentSchemas": {
                 k: {"properties": {o: False for other in keys if other != key for o in (other, "_" + other)}}
-                for key in keys for k in (key, "_" + key)}})
+                for key in keys for k in (key, "_" + key)}}
+            # (costly: evaluated per listed key) not needed when the object has no room for a second type
+            # beside the ``required`` keys the sibling rules demand (each present as key or _key)
+            parts.append(one_type if not required or required & {k for key in keys for k in (key, "_" + key)}
+                         else {"if": {"maxProperties": len(required) + 1}, "then": True, "else": one_type})
     return parts
 
 
-def _slice_schema(rule: Rule, sl: Slice) -> list[object]:
-    """Count and value checks of one slice's members (the items of ``rule``'s key that match the slice)."""
+def _union_pattern(patterns: list[object]) -> object | None:
+    """A schema every value containing one of ``patterns`` satisfies (None: no cheap one)."""
+    if all(isinstance(p, str) for p in patterns):
+        return {"enum": sorted(set(patterns))}  # type: ignore[type-var]
+    if all(isinstance(p, dict) for p in patterns):
+        keys = sorted(set.intersection(*(set(p) for p in patterns)))  # type: ignore[arg-type]
+        parts = {k: _union_pattern([p[k] for p in patterns]) for k in keys}  # type: ignore[index]
+        return {"type": "object", "required": keys, "properties": {k: v for k, v in parts.items() if v is not None}}
+    if all(isinstance(p, list) and p for p in patterns):
+        first = _union_pattern([p[0] for p in patterns])  # type: ignore[index]
+        return {"type": "array"} if first is None else {"type": "array", "contains": first}
+    return None
+
+
+def _any_member(slices: list[Slice]) -> object | None:
+    """A cheap schema every member of any of ``slices`` satisfies (None: no cheap one)."""
+    paths = {tuple(path for path, _ in sl.match) for sl in slices}
+    if len(paths) != 1 or len(next(iter(paths))) != 1:
+        return None
+    union = _union_pattern([sl.match[0][1] for sl in slices])
+    return None if union is None else _at_path(slices[0].match[0][0], union)
+
+
+def _max_tree(capped: list[tuple[Slice, dict]]) -> object:
+    """On a list: no slice of ``capped`` (each with a maximum of at least 1) has more members than its maximum.
+
+    A binary tree: a group of slices needs no look at each slice when fewer than two items could be members.
+    """
+    if len(capped) == 1:
+        sl, member = capped[0]
+        return {"not": {"contains": member, "minContains": sl.rule.max + 1}}  # type: ignore[operator]
+    half = len(capped) // 2
+    split = {"allOf": [_max_tree(capped[:half]), _max_tree(capped[half:])]}
+    union = _any_member([sl for sl, _ in capped])
+    return split if union is None else {"if": {"not": {"contains": union, "minContains": 2}}, "then": True,
+                                        "else": split}
+
+
+def _items_tree(checked: list[tuple[Slice, dict, dict]]) -> object:
+    """On one item: the value checks of every slice of ``checked`` it is a member of.
+
+    A binary tree: a group of slices is skipped when the item cannot be a member of any of them.
+    """
+    if len(checked) == 1:
+        _, member, value = checked[0]
+        return {"if": member, "then": value}
+    half = len(checked) // 2
+    split = {"allOf": [_items_tree(checked[:half]), _items_tree(checked[half:])]}
+    union = _any_member([sl for sl, _, _ in checked])
+    return split if union is None else {"if": union, "then": split}
+
+
+def _slices_schema(rule: Rule) -> list[object]:
+    """Count and value checks of ``rule``'s slices (members: the items of its key that match a slice)."""
     if len(rule.keys) != 1:
         raise Untranslatable(f"{rule.id}: slices on a choice element")
     key = rule.keys[0]
-    member = _match_schema(sl.match)
+    members = [(sl, _match_schema(sl.match)) for sl in rule.slices]
     parts: list[object] = []
-    if sl.rule.min > 0:
-        parts.append({"required": [key], "properties": {key: {
-            "if": {"type": "array"}, "then": {"contains": member, "minContains": sl.rule.min},
-            "else": member if sl.rule.min == 1 else False}}})
-    if sl.rule.max is not None:
-        parts.append({"properties": {key: {
-            "if": {"type": "array"}, "then": {"not": {"contains": member, "minContains": sl.rule.max + 1}},
-            "else": {"not": member} if sl.rule.max == 0 else True}}})
-    value = _value_schema(sl.rule)
-    if value is not None:
-        conditional = {"if": member, "then": value}
-        parts.append({"properties": {key: {"if": {"type": "array"}, "then": {"items": conditional},
-                                           "else": conditional}}})
+    for sl, member in members:
+        if sl.rule.min > 0:
+            parts.append({"required": [key], "properties": {key: {
+                "if": {"type": "array"}, "then": {"contains": member, "minContains": sl.rule.min},
+                "else": member if sl.rule.min == 1 else False}}})
+        if sl.rule.max == 0:
+            parts.append({"properties": {key: {
+                "if": {"type": "array"}, "then": {"not": {"contains": member}}, "else": {"not": member}}}})
+    capped = [(sl, member) for sl, member in members if sl.rule.max]
+    if capped:  # a single value is one member at most: within any maximum of at least 1
+        parts.append({"properties": {key: {"if": {"type": "array"}, "then": _max_tree(capped)}}})
+    checked = [(sl, member, value) for sl, member in members if (value := _value_schema(sl.rule)) is not None]
+    if checked:
+        tree = _items_tree(checked)
+        parts.append({"properties": {key: {"if": {"type": "array"}, "then": {"items": tree}, "else": tree}}})
     return parts
 
 
-def _element_schema(rule: Rule) -> list[object]:
+def _element_schema(rule: Rule, required: frozenset[str]) -> list[object]:
     parts: list[object] = []
     if rule.forbidden:
         parts.append({"properties": {k: False for k in sorted(rule.forbidden)}})
-    parts += _count_schema(rule)
+    parts += _count_schema(rule, required)
     value = _value_schema(rule)
     if value is not None:
         parts.append({"properties": {k: _present(value) for k in rule.keys}})
-    for sl in rule.slices:
-        parts += _slice_schema(rule, sl)
+    if rule.slices:
+        parts += _slices_schema(rule)
     return parts
 
 
 def children_schema(rules: tuple[Rule, ...]) -> dict:
     """A JSON Schema an object satisfies only when ``_Checker.children(rules, obj)`` would report nothing."""
+    required = frozenset(r.keys[0] for r in rules if r.min > 0 and len(r.keys) == 1)
     parts: list[object] = []
     for rule in rules:
-        parts += _element_schema(rule)
+        parts += _element_schema(rule, required)
     return {"allOf": parts} if parts else {}
 
 
