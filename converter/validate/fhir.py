@@ -212,7 +212,8 @@ def _validate(root: dict, terminology: Terminology | None, resolve_all: bool,
 
 def _clean(bundle: dict, terminology: Terminology | None) -> bool:
     """True when the fast path (``fhir_fast``) proves that ``_validate`` would report nothing for ``bundle``."""
-    if not fhir_fast.structure_clean(bundle):
+    found = fhir_fast.entries(bundle)
+    if found is None or not fhir_fast.structure_clean(found):
         return False
     try:
         text = orjson.dumps(bundle)
@@ -221,11 +222,21 @@ def _clean(bundle: dict, terminology: Terminology | None) -> bool:
     refs = fhir_fast.references(text)
     if refs is None:
         return False
-    full_urls, typed = _bundle_index(bundle)
-    if not all(_resolves(ref, frozenset(), full_urls, typed) for ref in refs - full_urls):
+    if not all(_resolves(ref, frozenset(), found.full_urls, found.typed) for ref in refs - found.full_urls):
         return False
-    terminology = terminology if terminology is not None else _default_terminology()
-    return fhir_fast.codes_clean(text, _checked_systems_utf8(), [t.codes for t in terminology.tables.values()])
+    pairs = fhir_fast.codings(text, _checked_systems_utf8())
+    return pairs is not None and _all_known(pairs, terminology if terminology is not None else _default_terminology())
+
+
+def _all_known(pairs: set[tuple[str, str]], terminology: Terminology) -> bool:
+    """``terminology.known_code`` for every (system, code) of ``pairs`` (set operations on its tables)."""
+    if type(terminology) is not Terminology:  # a subclass may know codes otherwise
+        return all(terminology.known_code(system, code) for system, code in pairs)
+    for table in terminology.tables.values():
+        if not pairs:
+            break
+        pairs = pairs - table.codes
+    return not pairs
 
 
 def validate_resource(resource: dict, terminology: Terminology | None = None) -> list[Issue]:

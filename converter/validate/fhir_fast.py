@@ -2,23 +2,25 @@
 
 Almost every bundle CaseBridge writes is valid, and proving that needs no locations or messages. So:
 
-1. one ``jsonschema_rs`` validator checks the whole bundle at once: the R4 structure of every resource
-   (nested ones dispatched on ``resourceType``), the base and claimed profile rules of each resource and the
-   rules of every extension anywhere (``fhir_profiles.children_schema``: the profile rules as JSON Schema);
-2. the bundle serialised once (orjson) is scanned for the codings of checked code systems and for
-   references.
+1. one ``jsonschema_rs`` call checks the whole bundle: the R4 structure of every resource, the base and
+   claimed profile rules of each (``fhir_profiles.children_schema``: the profile rules as JSON Schema) and
+   the rules of every extension. The entries' resources are handed over grouped by (type, claimed profile),
+   so the validator knows each one's rules without looking at ``meta.profile``;
+2. the bundle serialised once (orjson) is scanned for references (each must resolve to an entry) and for the
+   codings of checked code systems (each must be in the terminology tables).
 
-Each check is at least as strict as the detailed layers: whatever it cannot decide (a ``_key``-only required
-element, a ``#local`` reference, a coding whose ``code`` is not next to its ``system``, an unknown or
-versioned ``meta.profile``, ...) counts as "not clean", and the caller then runs the detailed layers, which
-alone produce issues. So the fast path changes speed, never results.
+Each check is at least as strict as the detailed layers: whatever it cannot decide (a ``#local`` reference,
+a coding whose ``code`` is not next to its ``system``, an unknown, versioned or second ``meta.profile``, a
+bundle inside the bundle, ...) counts as "not clean", and the caller then runs the detailed layers, which
+alone produce issues. So the fast path changes speed, never results (``tests/test_fhir_validate.py`` checks
+that on mutated bundles).
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import jsonschema_rs
@@ -29,6 +31,7 @@ _DRAFT2019 = "https://json-schema.org/draft/2019-09/schema"
 _LOCK = threading.Lock()
 # A key "system" / "code" / "reference" with a string value: in orjson's compact output a quote inside a string
 # is always escaped, so these only match real keys. Values with escapes do not match (see the callers).
+# A checked system URL has no character JSON escapes, so every coding of one is found.
 _SYSTEM = re.compile(rb'"system":"([^"\\]*)"(,"code":"([^"\\]*)")?')
 _CODE_BEFORE_SYSTEM = re.compile(rb'"code":"([^"\\]*)",(?="system":")')
 _REFERENCE_KEY = b'"reference":"'
@@ -156,33 +159,60 @@ def precompile() -> None:
     _compiled()
 
 
-def _groups(bundle: dict, names: dict[tuple[str, str], str]) -> dict[str, list[dict]]:
-    """The instance ``_schema`` describes: the bundle and its entries' resources, grouped by rules."""
-    groups: dict[str, list[dict]] = {"cb-root": [bundle]}
-    for entry in bundle.get("entry") or ():
-        if not isinstance(entry, dict):
-            continue
-        response = entry.get("response")
-        outcome = response.get("outcome") if isinstance(response, dict) else None
-        for resource in (entry.get("resource"), outcome):
-            if isinstance(resource, dict):
-                meta = resource.get("meta")
-                claimed = meta.get("profile") if isinstance(meta, dict) else None
-                if not claimed:
-                    name = names.get((resource.get("resourceType"), ""), "cb-any")
-                elif isinstance(claimed, list) and len(claimed) == 1:
-                    name = names.get((resource.get("resourceType"), claimed[0]), "cb-any")
-                else:
-                    name = "cb-any"
-                groups.setdefault(name, []).append(resource)
-    return groups
+@dataclass(slots=True)
+class Entries:
+    """A bundle's resources grouped for the validator (see ``_schema``), and what references resolve to."""
+
+    groups: dict[str, list[dict]]
+    full_urls: set[str]   # as fhir._bundle_index
+    typed: set[str]
 
 
-def structure_clean(bundle: dict) -> bool:
-    """True only when the structure, profile and extension layers would report nothing for ``bundle``."""
-    validator, names = _compiled()
+def entries(bundle: dict) -> Entries | None:
+    """Group the bundle's entries; None when the fast path does not apply (a bundle inside the bundle)."""
+    names = _compiled()[1]
+    found = Entries({"cb-root": [bundle]}, set(), set())
+    groups = found.groups
     try:
-        return validator.is_valid(_groups(bundle, names))
+        for entry in bundle.get("entry") or ():
+            if not isinstance(entry, dict):
+                continue
+            url = entry.get("fullUrl")
+            if isinstance(url, str):
+                found.full_urls.add(url)
+            resource = entry.get("resource")
+            response = entry.get("response")
+            outcome = response.get("outcome") if isinstance(response, dict) else None
+            if isinstance(resource, dict):
+                rtype = resource.get("resourceType")
+                if rtype == "Bundle":
+                    return None
+                rid = resource.get("id")
+                if isinstance(rid, str):
+                    found.typed.add(f"{rtype}/{rid}")
+            for resource in (resource, outcome):
+                if isinstance(resource, dict):
+                    meta = resource.get("meta")
+                    claimed = meta.get("profile") if isinstance(meta, dict) else None
+                    if not claimed:
+                        name = names.get((resource.get("resourceType"), ""), "cb-any")
+                    elif isinstance(claimed, list) and len(claimed) == 1:
+                        name = names.get((resource.get("resourceType"), claimed[0]), "cb-any")
+                    else:
+                        name = "cb-any"
+                    if name in groups:
+                        groups[name].append(resource)
+                    else:
+                        groups[name] = [resource]
+    except Exception:  # noqa: BLE001 - e.g. entries that are not a list: the detailed layers report (or raise) it
+        return None
+    return found
+
+
+def structure_clean(found: Entries) -> bool:
+    """True only when the structure, profile and extension layers would report nothing for the bundle."""
+    try:
+        return _compiled()[0].is_valid(found.groups)
     except Exception:  # noqa: BLE001 - e.g. a value JSON cannot hold: the detailed layers report (or raise) it
         return False
 
@@ -194,27 +224,19 @@ def _checked_system(checked: frozenset[bytes]) -> re.Pattern[bytes]:
     return re.compile(rb'"system":"(' + systems + rb')"(,"code":"([^"\\]*)")?')
 
 
-def codes_clean(text: bytes, checked: frozenset[bytes], known: Iterable[Collection[tuple[str, str]]]) -> bool:
-    """True only when every coding of a ``checked`` system in ``text`` (the bundle as orjson) is in one of the
-    ``known`` sets of (system, code) (``Terminology.known_code`` over its tables)."""
+def codings(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, str]] | None:
+    """The (system, code) of every coding of a ``checked`` system in ``text`` (the bundle as orjson); None
+    when one's ``code`` is not a plain string right before or after its ``system``."""
     pairs: set[tuple[bytes, bytes]] = set()
     for system, adjacent, code in _checked_system(checked).findall(text):
         if not adjacent:
-            return _codes_clean_anywhere(text, checked, known)
+            return _codings_anywhere(text, checked)
         pairs.add((system, code))
-    return _all_known({(system.decode(), code.decode()) for system, code in pairs}, known)
+    return {(system.decode(), code.decode()) for system, code in pairs}
 
 
-def _all_known(pairs: set[tuple[str, str]], known: Iterable[Collection[tuple[str, str]]]) -> bool:
-    for codes in known:
-        if not pairs:
-            break
-        pairs.difference_update(codes)
-    return not pairs
-
-
-def _codes_clean_anywhere(text: bytes, checked: Collection[bytes], known: Iterable[Collection[tuple[str, str]]]) -> bool:
-    """``codes_clean`` when some coding has its ``code`` just before its ``system`` (or none next to it)."""
+def _codings_anywhere(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, str]] | None:
+    """``codings`` when some coding has its ``code`` just before its ``system`` (or none next to it)."""
     before = {m.end(): m.group(1) for m in _CODE_BEFORE_SYSTEM.finditer(text)}
     pairs: set[tuple[str, str]] = set()
     for m in _SYSTEM.finditer(text):
@@ -223,9 +245,9 @@ def _codes_clean_anywhere(text: bytes, checked: Collection[bytes], known: Iterab
             continue
         code = m.group(3) if m.group(2) else before.get(m.start())
         if code is None:
-            return False
+            return None
         pairs.add((system.decode(), code.decode()))
-    return _all_known(pairs, known)
+    return pairs
 
 
 def references(text: bytes) -> set[str] | None:
