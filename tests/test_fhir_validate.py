@@ -501,7 +501,7 @@ def test_fast_path_never_hides_an_issue(seed_bundle: dict) -> None:
 
     rng = random.Random(20261124)
     clean = broken = 0
-    for _ in range(500):
+    for _ in range(400):
         bundle = _mutations(seed_bundle, rng)
         try:
             issues: list[Issue] | Exception = _validate(bundle, None, resolve_all=True)
@@ -516,7 +516,7 @@ def test_fast_path_never_hides_an_issue(seed_bundle: dict) -> None:
                 validate_bundle(bundle)
         else:
             assert validate_bundle(bundle) == issues
-    assert broken > 100 and clean > 50, (broken, clean)   # the mutations exercise both sides
+    assert broken > 80 and clean > 40, (broken, clean)   # the mutations exercise both sides
 
 
 def test_extension_rules_ride_on_the_extension_definition() -> None:

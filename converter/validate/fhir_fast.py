@@ -253,6 +253,9 @@ def _codings_anywhere(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, 
 def references(text: bytes) -> set[str] | None:
     """Every string ``reference`` in ``text`` (the bundle as orjson); None when one is ``#local`` or escaped."""
     refs = {part[:part.find(b'"')] for part in text.split(_REFERENCE_KEY)[1:]}
-    if any(b"\\" in ref or ref.startswith(b"#") for ref in refs):
+    if not refs:
+        return set()
+    joined = b'"'.join(refs)  # no reference holds a quote: each was cut at its first one
+    if b"\\" in joined or joined.startswith(b"#") or b'"#' in joined:
         return None
-    return {ref.decode() for ref in refs}
+    return set(joined.decode().split('"'))
