@@ -554,3 +554,23 @@ def test_fast_path_choice_and_slices_match_the_detailed_check() -> None:
         _Checker(profile, issues).children(profile.children, instance, "x")
         valid = jsonschema_rs.Draft201909Validator(children_schema(profile.children)).is_valid(instance)
         assert not valid or not issues, (instance, issues)
+
+
+def test_fast_structure_check_agrees_on_official_examples() -> None:
+    """Structure, profile and extension rules: the fast check passes an official example only when the
+    detailed layers report none of their rules for it (codes and references are checked separately)."""
+    from converter.validate import fhir_fast
+    from converter.validate.fhir import _validate
+
+    layers = ("fhir.schema", "fhir.profile.")
+    passed = 0
+    for path in _mcode_example_files():
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        bundle = (resource if resource.get("resourceType") == "Bundle"
+                  else {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]})
+        found = fhir_fast.entries(bundle)
+        if found is None or not fhir_fast.structure_clean(found):
+            continue
+        passed += 1
+        assert [i for i in _validate(bundle, None, resolve_all=True) if i.rule.startswith(layers)] == [], path.name
+    assert passed > 50

@@ -49,6 +49,7 @@ def checked_code_systems() -> dict[str, str]:
 
 @cache
 def _checked_systems_utf8() -> frozenset[bytes]:
+    """``checked_code_systems`` as they appear in orjson output."""
     return frozenset(url.encode() for url in checked_code_systems())
 
 

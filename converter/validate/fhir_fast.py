@@ -190,20 +190,20 @@ def entries(bundle: dict) -> Entries | None:
                 rid = resource.get("id")
                 if isinstance(rid, str):
                     found.typed.add(f"{rtype}/{rid}")
-            for resource in (resource, outcome):
-                if isinstance(resource, dict):
-                    meta = resource.get("meta")
+            for item in (resource, outcome):
+                if isinstance(item, dict):
+                    meta = item.get("meta")
                     claimed = meta.get("profile") if isinstance(meta, dict) else None
                     if not claimed:
-                        name = names.get((resource.get("resourceType"), ""), "cb-any")
+                        name = names.get((item.get("resourceType"), ""), "cb-any")
                     elif isinstance(claimed, list) and len(claimed) == 1:
-                        name = names.get((resource.get("resourceType"), claimed[0]), "cb-any")
+                        name = names.get((item.get("resourceType"), claimed[0]), "cb-any")
                     else:
                         name = "cb-any"
                     if name in groups:
-                        groups[name].append(resource)
+                        groups[name].append(item)
                     else:
-                        groups[name] = [resource]
+                        groups[name] = [item]
     except Exception:  # noqa: BLE001 - e.g. entries that are not a list: the detailed layers report (or raise) it
         return None
     return found
@@ -227,6 +227,8 @@ def _checked_system(checked: frozenset[bytes]) -> re.Pattern[bytes]:
 def codings(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, str]] | None:
     """The (system, code) of every coding of a ``checked`` system in ``text`` (the bundle as orjson); None
     when one's ``code`` is not a plain string right before or after its ``system``."""
+    if not checked:
+        return set()
     pairs: set[tuple[bytes, bytes]] = set()
     for system, adjacent, code in _checked_system(checked).findall(text):
         if not adjacent:

@@ -329,7 +329,8 @@ def _pattern_schema(pattern: object) -> dict:
         return {"type": "object", "required": sorted(pattern),
                 "properties": {k: _pattern_schema(p) for k, p in pattern.items()}}
     if isinstance(pattern, list):
-        return {"type": "array", "allOf": [{"contains": _pattern_schema(p)} for p in pattern]}
+        items = [{"contains": _pattern_schema(p)} for p in pattern]
+        return {"type": "array", "allOf": items} if items else {"type": "array"}
     if isinstance(pattern, str):
         return {"const": pattern}
     raise Untranslatable(f"non-string pattern value {pattern!r}")
@@ -351,9 +352,11 @@ def _match_schema(match: tuple[tuple[tuple[str, ...], object], ...]) -> dict:
     return {"allOf": [_at_path(path, _pattern_schema(expected)) for path, expected in match]}
 
 
-def _binding_schema(rule: Rule) -> dict:
+def _binding_schema(rule: Rule) -> object:
     """Exactly ``_in_binding(rule, value)`` for a present value."""
     known = rule.codes or frozenset()
+    if not known:
+        return False
     if not all(isinstance(s, str) and isinstance(c, str) for s, c in known):
         raise Untranslatable(f"value set {rule.value_set} has a non-string system or code")
     by_system: dict[str, list[str]] = {}

@@ -36,7 +36,8 @@ def _definitions() -> tuple[dict, tuple[str, ...]]:
 
 
 def definitions() -> tuple[dict, tuple[str, ...]]:
-    """The subset schema's definitions (``ResourceList`` reduced, see module docstring) and supported types."""
+    """The subset schema's definitions (``ResourceList`` reduced, see module docstring; shared, do not modify)
+    and the supported resource types."""
     return _definitions()
 
 
