@@ -79,30 +79,33 @@ def _schema() -> tuple[dict, dict[tuple[str, str], str]]:
     ruleset = fhir_profiles.rules()
     definitions = dict(definitions)
     groups: dict[tuple[str, str], str] = {}
+    profile_refs: dict[str, dict] = {}   # each profile's schema is one definition, referred to where it applies
+    for i, (url, profile) in enumerate(sorted(ruleset.profiles.items())):
+        definitions[f"cb-profile-{i}"] = fhir_profiles.profile_schema(profile)
+        profile_refs[url] = _ref(f"cb-profile-{i}")
     for rtype in types:
         claimable = sorted(url for url, p in ruleset.profiles.items() if p.type == rtype)
         base = ruleset.base_by_type.get(rtype)
-        own = [fhir_profiles.profile_schema(base)] if base is not None else []
+        own = [profile_refs[base.url]] if base is not None else []
         parts: list[object] = list(own)
         parts.append({"properties": {"meta": {"properties": {"profile": {"items": {"enum": claimable}}}}}})
         for url in claimable:
             claims = {"required": ["meta"], "properties": {"meta": {
                 "required": ["profile"], "properties": {"profile": {"contains": {"const": url}}}}}}
-            parts.append({"if": claims, "then": fhir_profiles.profile_schema(ruleset.profiles[url])})
+            parts.append({"if": claims, "then": profile_refs[url]})
         definitions[f"cb-resource-{rtype}"] = {"allOf": [_ref(rtype), *parts]}
         definitions[f"cb-rules-{rtype}"] = {"allOf": parts}
         for url in ["", *claimable]:
             name = groups[(rtype, url)] = f"cb-group-{len(groups)}"
-            rules = own + ([fhir_profiles.profile_schema(ruleset.profiles[url])] if url else [])
-            definitions[name] = {"allOf": [_ref(rtype), *rules]}
+            definitions[name] = {"allOf": [_ref(rtype), *own, *([profile_refs[url]] if url else [])]}
     definitions["ResourceList"] = {
         "type": "object", "required": ["resourceType"], "properties": {"resourceType": {"enum": list(types)}},
         "allOf": [{"if": {"properties": {"resourceType": {"const": t}}}, "then": _ref(f"cb-resource-{t}")}
                   for t in types]}
     extension: list[object] = []
     if ruleset.extension_base is not None:
-        extension.append(fhir_profiles.profile_schema(ruleset.extension_base))
-    defined = sorted((url, fhir_profiles.profile_schema(p)) for url, p in ruleset.profiles.items()
+        extension.append(profile_refs[ruleset.extension_base.url])
+    defined = sorted((url, profile_refs[url]) for url, p in ruleset.profiles.items()
                      if p.type == "Extension" and not p.base)
     extension.append(_by_url(defined))
     definitions["cb-extension"] = {"allOf": extension}
