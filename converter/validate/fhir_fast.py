@@ -78,6 +78,10 @@ def _schema() -> tuple[dict, dict[tuple[str, str], str]]:
     definitions, types = fhir_schema.definitions()
     ruleset = fhir_profiles.rules()
     definitions = dict(definitions)
+    for name, definition in list(definitions.items()):
+        if name != "ResourceList" and _untyped(definition):
+            # e.g. xhtml ({}): an object there could hide extensions from the Extension definition
+            definitions[name] = {"allOf": [definition], "not": _NOT_SCALAR}
     groups: dict[tuple[str, str], str] = {}
     profile_refs: dict[str, dict] = {}   # each profile's schema is one definition, referred to where it applies
     for i, (url, profile) in enumerate(sorted(ruleset.profiles.items())):
@@ -131,21 +135,50 @@ def _schema() -> tuple[dict, dict[tuple[str, str], str]]:
     return schema, groups
 
 
+_SCALAR = {"string", "number", "integer", "boolean", "null"}
+_NOT_SCALAR = {"type": ["object", "array"]}
+
+
+def _untyped(definition: dict) -> bool:
+    """A definition without properties that does not restrict its values to JSON scalars."""
+    return ("properties" not in definition and definition.get("type") not in _SCALAR
+            and definition.get("not") != _NOT_SCALAR)
+
+
+def _scalar_or_ref(schema: dict) -> bool:
+    """A property schema whose values are scalars, or objects validated by a definition."""
+    if "$ref" in schema:
+        return True
+    if schema.get("type") == "array":
+        return _scalar_or_ref(schema.get("items", {}))
+    if "enum" in schema or "const" in schema:
+        values = schema.get("enum", [schema.get("const")])
+        return not any(isinstance(v, (dict, list)) for v in values)
+    return schema.get("type") in _SCALAR
+
+
 def _extensions_typed(definitions: dict) -> bool:
     """True when a structurally valid resource holds extensions only where the R4 definitions type them.
 
-    That is when every object definition closes its properties and types its ``extension`` /
-    ``modifierExtension`` as lists of ``Extension``: then the ``Extension`` definition sees every extension
-    ``fhir._scan`` would find, and the extension rules can ride on it.
+    That is when every object definition closes its properties, gives each a scalar type or a definition,
+    and types its ``extension`` / ``modifierExtension`` as lists of ``Extension``, and no other definition
+    admits objects: then the ``Extension`` definition sees every extension ``fhir._scan`` would find, and the
+    extension rules can ride on it.
     """
     typed = {"type": "array", "items": {"$ref": "#/definitions/Extension"}}
     for name, definition in definitions.items():
-        if name.startswith("cb-") or name in ("ResourceList", "Extension") or "properties" not in definition:
+        if name.startswith("cb-") or name in ("ResourceList", "Extension"):
+            continue
+        if "properties" not in definition:
+            if _untyped(definition):
+                return False
             continue
         if definition.get("additionalProperties") is not False:
             return False
         props = definition["properties"]
         if any(key in props and props[key] != typed for key in ("extension", "modifierExtension")):
+            return False
+        if not all(_scalar_or_ref(schema) for schema in props.values()):
             return False
     return True
 
