@@ -588,3 +588,19 @@ def test_fast_path_sees_extensions_where_the_schema_admits_anything(seed_bundle:
     label = f"{resource['resourceType']}/{resource['id']}"
     assert ("fhir.profile.required", f"{label}.text.div.extension[0].url") in [
         (i.rule, i.location) for i in validate_bundle(bundle)]
+
+
+def test_fast_path_checks_extensions_anywhere_when_the_definitions_do_not_type_them(
+        seed_bundle: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jsonschema_rs
+
+    from converter.validate import fhir_fast
+
+    monkeypatch.setattr(fhir_fast, "_extensions_typed", lambda definitions: False)
+    schema, _ = fhir_fast._schema()
+    assert "cb-anywhere" in schema["definitions"]
+    validator = jsonschema_rs.Draft201909Validator(schema)
+    assert validator.is_valid(fhir_fast.entries(seed_bundle).groups)
+    bundle = copy.deepcopy(seed_bundle)
+    bundle["entry"][0]["resource"]["identifier"] = [{"extension": [{"valueString": "no url"}], "value": "x"}]
+    assert not validator.is_valid(fhir_fast.entries(bundle).groups)
