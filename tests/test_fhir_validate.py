@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, reference_path
 from converter.mapping.terminology import Terminology, TerminologyTable
 from converter.validate.fhir import check_models, validate_bundle, validate_ndjson, validate_resource
+from converter.validate.fhir_schema import definitions as fhir_schema_definitions
 from converter.validate.fhir_schema import supported_types
 from converter.validate.issues import Issue
 
@@ -401,3 +402,205 @@ def test_ndjson_folder(tmp_path: Path) -> None:
     ]
     missing = tmp_path / "absent.ndjson"
     assert [(i.rule, i.location) for i in validate_ndjson(missing)] == [("fhir.ndjson", str(missing))]
+
+
+# ---- fast path (fhir_fast): never "clean" when the detailed layers find something ---------------------------
+
+@pytest.fixture(scope="module")
+def seed_bundle() -> dict:
+    from converter.case.loader import load_case
+    from converter.fhir.bundle import build_bundle
+    from converter.mapping.engine import MappingSet
+
+    case = load_case(ROOT / "samples" / "lcnec-cadonilimab-anlotinib.yaml")
+    mapped = MappingSet.load().apply(case, frozenset({"fhir"}))
+    return build_bundle(case.case_id, mapped.resources, "collection")
+
+
+_SOME_CODES = ["48018-6", "48004-6", "81258-6", "48002-0", "81252-9", "97509-4", "laboratory", "C25", "8041/3"]
+
+
+def _mutations(bundle: dict, rng) -> dict:
+    """A copy of ``bundle`` with a few random edits of the kinds that break structure, profiles (slices,
+    choices, bindings, claimed profiles), codes and references."""
+    from converter.validate.fhir_profiles import rules
+
+    profiles = sorted(rules().profiles)
+    out = copy.deepcopy(bundle)
+    nodes: list[tuple[object, object]] = []   # (container, key or index)
+    stack: list[object] = [out]
+    while stack:
+        item = stack.pop()
+        pairs = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, value in pairs:
+            nodes.append((item, key))
+            stack.append(value)
+    for _ in range(rng.randint(1, 4)):
+        container, key = rng.choice(nodes)
+        value = container[key]
+        kind = rng.randrange(18)
+        if kind == 0 and isinstance(container, dict):
+            del container[key]
+        elif kind == 1 and isinstance(container, list):
+            container.append(copy.deepcopy(value))
+        elif kind == 2 and isinstance(value, str):
+            container[key] = value + "x"
+        elif kind == 3:
+            container[key] = rng.choice([None, 0, 1.5, True, "", [], {}, [None], {"coding": []}])
+        elif kind == 4 and isinstance(container, dict) and isinstance(key, str):
+            container["_" + key.lstrip("_")] = rng.choice([
+                {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}, {"id": "x"}, [None],
+                {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                                "valueCode": "unknown"}]}])
+            if rng.random() < 0.3:
+                container[key] = None
+        elif kind == 5 and isinstance(value, dict):
+            value.update({"system": SNOMED, "code": "0"} if rng.random() < 0.5 else {"reference": "#missing"})
+        elif kind == 6 and isinstance(container, dict) and isinstance(key, str) and key.startswith("value"):
+            container[rng.choice(["valueQuantity", "valueString", "valueCodeableConcept", "valueBoolean"])] = value
+            if rng.random() < 0.5:
+                del container[key]
+        elif kind == 7 and isinstance(value, list) and value:
+            value.pop(rng.randrange(len(value)))
+        elif kind == 8 and key == "profile" and isinstance(value, list):
+            value[:] = rng.choice([[], [rng.choice(profiles)], [rng.choice(profiles), rng.choice(profiles)],
+                                   [f"{value[0]}|1.0" if value else "x"]])
+        elif kind == 9 and isinstance(value, list) and value:
+            value.insert(rng.randrange(len(value) + 1), copy.deepcopy(rng.choice(value)))
+        elif kind == 10 and key == "code" and isinstance(value, str):
+            container[key] = rng.choice(_SOME_CODES)
+        elif kind == 11 and key == "system" and isinstance(value, str):
+            container[key] = rng.choice([LOINC, SNOMED, "http://unitsofmeasure.org", "urn:x"])
+        elif kind == 12 and key == "url" and isinstance(value, str):
+            container[key] = rng.choice(profiles)
+        elif kind == 13 and key == "reference" and isinstance(value, str):
+            container[key] = rng.choice(["#", "#x", "Patient/none", f"{value}/_history/1", "urn:uuid:0"])
+        elif kind == 14 and key == "resourceType":
+            container[key] = rng.choice(["Observation", "Group", "Bundle", "Patient"])
+        elif kind == 15 and isinstance(value, dict):
+            value["contained"] = [{"resourceType": "Observation", "id": "c", "status": "final",
+                                   "code": {"coding": [{"system": LOINC, "code": rng.choice(_SOME_CODES)}]}}]
+        elif kind == 16 and isinstance(value, dict) and isinstance(value.get("coding"), list):
+            value["coding"].append({"system": LOINC, "code": rng.choice(_SOME_CODES)})
+        elif kind == 17 and isinstance(value, dict) and isinstance(value.get("code"), str):
+            value["code"] = {"text": value["code"]} if rng.random() < 0.5 else value.pop("code")
+    return out
+
+
+def test_fast_path_accepts_the_seed_bundle(seed_bundle: dict) -> None:
+    from converter.validate.fhir import _clean
+
+    assert validate_bundle(seed_bundle) == []
+    assert _clean(seed_bundle, None)   # the common case takes the fast path
+
+
+def test_fast_path_never_hides_an_issue(seed_bundle: dict) -> None:
+    import random
+
+    from converter.validate.fhir import _clean, _validate
+
+    rng = random.Random(20261124)
+    clean = broken = 0
+    for _ in range(400):
+        bundle = _mutations(seed_bundle, rng)
+        try:
+            issues: list[Issue] | Exception = _validate(bundle, None, resolve_all=True)
+        except Exception as exc:  # noqa: BLE001 - the detailed layers crash on some shapes (e.g. a dict system)
+            issues = exc
+        if _clean(bundle, None):
+            assert issues == [], issues
+            clean += 1
+        broken += bool(issues)
+        if isinstance(issues, Exception):
+            with pytest.raises(type(issues)):
+                validate_bundle(bundle)
+        else:
+            assert validate_bundle(bundle) == issues
+    assert broken > 80 and clean > 40, (broken, clean)   # the mutations exercise both sides
+
+
+def test_extension_rules_ride_on_the_extension_definition() -> None:
+    """The R4 definitions type every place an extension can sit: the fast path checks extensions there."""
+    from converter.validate import fhir_fast
+
+    definitions, _ = fhir_schema_definitions()
+    assert not fhir_fast._extensions_typed(definitions)   # xhtml admits anything ...
+    schema, _ = fhir_fast._schema()
+    assert fhir_fast._extensions_typed(schema["definitions"])   # ... so the fast schema narrows it
+    assert "cb-anywhere" not in schema["definitions"]
+
+
+def test_fast_path_choice_and_slices_match_the_detailed_check() -> None:
+    """Hand-made extensions and components around the schema translation's shortcuts."""
+    import jsonschema_rs
+
+    from converter.validate.fhir_profiles import _Checker, children_schema, rules
+
+    ruleset = rules()
+    cases = [
+        (ruleset.extension_base, {"url": "u", "valueString": "a"}),
+        (ruleset.extension_base, {"valueString": "a", "valueCode": "b"}),          # no url, two types
+        (ruleset.extension_base, {"url": "u", "valueString": "a", "valueCode": "b"}),
+        (ruleset.extension_base, {"_url": {"id": "x"}, "valueString": "a"}),
+        (ruleset.extension_base, {"url": "u", "valueString": "a", "_valueString": {"id": "y"}}),
+        (ruleset.extension_base, {"url": "u", "valueString": None, "_valueCode": {}}),
+    ]
+    variant = ruleset.profiles[MCODE + "genomic-variant"]
+    component = {"code": {"coding": [{"system": LOINC, "code": "48018-6"}]},
+                 "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org/geneId", "code": "1"}]}}
+    for components in ([component], [component, component], [component, {"code": {"text": "x"}}], []):
+        cases.append((variant, {"resourceType": "Observation", "component": components}))
+    for profile, instance in cases:
+        issues: list[Issue] = []
+        _Checker(profile, issues).children(profile.children, instance, "x")
+        valid = jsonschema_rs.Draft201909Validator(children_schema(profile.children)).is_valid(instance)
+        assert not valid or not issues, (instance, issues)
+
+
+def test_fast_structure_check_agrees_on_official_examples() -> None:
+    """Structure, profile and extension rules: the fast check passes an official example only when the
+    detailed layers report none of their rules for it (codes and references are checked separately)."""
+    from converter.validate import fhir_fast
+    from converter.validate.fhir import _validate
+
+    layers = ("fhir.schema", "fhir.profile.")
+    passed = 0
+    for path in _mcode_example_files():
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        bundle = (resource if resource.get("resourceType") == "Bundle"
+                  else {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]})
+        found = fhir_fast.entries(bundle)
+        if found is None or not fhir_fast.structure_clean(found):
+            continue
+        passed += 1
+        assert [i for i in _validate(bundle, None, resolve_all=True) if i.rule.startswith(layers)] == [], path.name
+    assert passed > 50
+
+
+def test_fast_path_sees_extensions_where_the_schema_admits_anything(seed_bundle: dict) -> None:
+    """R4's xhtml definition admits any value: an extension hidden in an object there is still checked."""
+    from converter.validate.fhir import _clean
+
+    bundle = copy.deepcopy(seed_bundle)
+    resource = bundle["entry"][0]["resource"]
+    resource["text"] = {"status": "generated", "div": {"extension": [{"valueString": "x"}]}}
+    assert not _clean(bundle, None)
+    label = f"{resource['resourceType']}/{resource['id']}"
+    assert ("fhir.profile.required", f"{label}.text.div.extension[0].url") in [
+        (i.rule, i.location) for i in validate_bundle(bundle)]
+
+
+def test_fast_path_checks_extensions_anywhere_when_the_definitions_do_not_type_them(
+        seed_bundle: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jsonschema_rs
+
+    from converter.validate import fhir_fast
+
+    monkeypatch.setattr(fhir_fast, "_extensions_typed", lambda definitions: False)
+    schema, _ = fhir_fast._schema()
+    assert "cb-anywhere" in schema["definitions"]
+    validator = jsonschema_rs.Draft201909Validator(schema)
+    assert validator.is_valid(fhir_fast.entries(seed_bundle).groups)
+    bundle = copy.deepcopy(seed_bundle)
+    bundle["entry"][0]["resource"]["identifier"] = [{"extension": [{"valueString": "no url"}], "value": "x"}]
+    assert not validator.is_valid(fhir_fast.entries(bundle).groups)

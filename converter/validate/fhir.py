@@ -28,7 +28,7 @@ import orjson
 
 from converter.mapping.terminology import Terminology, load_terminology
 from converter.resources import mappings_dir, schema_path
-from converter.validate import fhir_profiles, fhir_schema
+from converter.validate import fhir_fast, fhir_profiles, fhir_schema
 from converter.validate.fhir_schema import element_path, resource_label
 from converter.validate.issues import Issue
 
@@ -48,6 +48,12 @@ def checked_code_systems() -> dict[str, str]:
 
 
 @cache
+def _checked_systems_utf8() -> frozenset[bytes]:
+    """``checked_code_systems`` as they appear in orjson output."""
+    return frozenset(url.encode() for url in checked_code_systems())
+
+
+@cache
 def _default_terminology() -> Terminology:
     return load_terminology(mappings_dir() / "terminology")
 
@@ -56,7 +62,8 @@ def precompile() -> None:
     """Load and compile schemas, profile rules, the code-system list and the default terminology now."""
     fhir_schema.precompile()
     fhir_profiles.rules()
-    checked_code_systems()
+    fhir_fast.precompile()
+    _checked_systems_utf8()
     _default_terminology()
 
 
@@ -204,6 +211,35 @@ def _validate(root: dict, terminology: Terminology | None, resolve_all: bool,
     return issues
 
 
+def _clean(bundle: dict, terminology: Terminology | None) -> bool:
+    """True when the fast path (``fhir_fast``) proves that ``_validate`` would report nothing for ``bundle``."""
+    found = fhir_fast.entries(bundle)
+    if found is None or not fhir_fast.structure_clean(found):
+        return False
+    try:
+        text = orjson.dumps(bundle)
+    except TypeError:  # orjson.JSONEncodeError, e.g. an integer beyond 64 bits
+        return False
+    refs = fhir_fast.references(text)
+    if refs is None:
+        return False
+    if not all(_resolves(ref, frozenset(), found.full_urls, found.typed) for ref in refs - found.full_urls):
+        return False
+    pairs = fhir_fast.codings(text, _checked_systems_utf8())
+    return pairs is not None and _all_known(pairs, terminology if terminology is not None else _default_terminology())
+
+
+def _all_known(pairs: set[tuple[str, str]], terminology: Terminology) -> bool:
+    """``terminology.known_code`` for every (system, code) of ``pairs`` (set operations on its tables)."""
+    if type(terminology) is not Terminology:  # a subclass may know codes otherwise
+        return all(terminology.known_code(system, code) for system, code in pairs)
+    for table in terminology.tables.values():
+        if not pairs:
+            break
+        pairs = pairs - table.codes
+    return not pairs
+
+
 def validate_resource(resource: dict, terminology: Terminology | None = None) -> list[Issue]:
     """Structure, profile, code and local-reference issues of one resource (and its contained resources).
 
@@ -225,7 +261,7 @@ def validate_bundle(bundle: dict, terminology: Terminology | None = None, deep: 
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
         return [Issue("error", "fhir.schema", f"expected a Bundle, got {got}", "")]
-    issues = _validate(bundle, terminology, resolve_all=True)
+    issues = [] if _clean(bundle, terminology) else _validate(bundle, terminology, resolve_all=True)
     if deep:
         issues.extend(check_models(bundle))
     return issues

@@ -307,3 +307,229 @@ def check_extension(extension: dict, location: str) -> list[Issue]:
     if profile is not None and profile.type == "Extension":
         _Checker(profile, issues).children(profile.children, extension, location)
     return issues
+
+
+# ---- the same rules as JSON Schema (for the fast path, ``fhir_fast``) ----------------------------------------
+#
+# ``children_schema`` translates compiled rules into a JSON Schema (draft 2019-09) that an object satisfies
+# only when ``_Checker.children`` would report nothing: every keyword mirrors one step of ``children`` /
+# ``count`` / ``items`` above. Where the schema does not mirror a rule exactly it errs on the strict side (a
+# choice element's maximum: one type present, no list beyond the maximum): a stricter schema only sends more
+# resources to the detailed check, never hides an issue. Slice membership must be exact (it decides both the
+# minimum and the maximum count), so it is built only from string patterns; anything else is refused.
+
+
+class Untranslatable(ValueError):
+    """A rule the JSON Schema translation cannot express soundly (its profile's schema becomes ``false``)."""
+
+
+def _pattern_schema(pattern: object) -> dict:
+    """Exactly ``_contains(value, pattern)`` (string leaves only)."""
+    if isinstance(pattern, dict):
+        return {"type": "object", "required": sorted(pattern),
+                "properties": {k: _pattern_schema(p) for k, p in pattern.items()}}
+    if isinstance(pattern, list):
+        items = [{"contains": _pattern_schema(p)} for p in pattern]
+        return {"type": "array", "allOf": items} if items else {"type": "array"}
+    if isinstance(pattern, str):
+        return {"const": pattern}
+    raise Untranslatable(f"non-string pattern value {pattern!r}")
+
+
+def _at_path(path: tuple[str, ...], schema: object) -> object:
+    """Exactly ``any(schema(v) for v in _values_at(value, path))`` when ``schema`` rejects null."""
+    if not path:
+        return schema
+    inner = _at_path(path[1:], schema)
+    return {"type": "object", "required": [path[0]],
+            "properties": {path[0]: {"if": {"type": "array"}, "then": {"contains": inner}, "else": inner}}}
+
+
+def _match_schema(match: tuple[tuple[tuple[str, ...], object], ...]) -> dict:
+    """Exactly ``_in_slice(value, match)``."""
+    if not match:
+        raise Untranslatable("slice without a match pattern")
+    return {"allOf": [_at_path(path, _pattern_schema(expected)) for path, expected in match]}
+
+
+def _binding_schema(rule: Rule) -> object:
+    """Exactly ``_in_binding(rule, value)`` for a present value."""
+    known = rule.codes or frozenset()
+    if not known:
+        return False
+    if not all(isinstance(s, str) and isinstance(c, str) for s, c in known):
+        raise Untranslatable(f"value set {rule.value_set} has a non-string system or code")
+    by_system: dict[str, list[str]] = {}
+    for system, code in sorted(known):
+        by_system.setdefault(system, []).append(code)
+    pairs = {"anyOf": [{"type": "object", "required": ["system", "code"],
+                        "properties": {"system": {"const": s}, "code": {"enum": codes}}}
+                       for s, codes in by_system.items()]}
+    return {"anyOf": [
+        {"type": "string", "enum": sorted(rule.code_values)},
+        {"type": "object", "required": ["coding"], "properties": {"coding": {"type": "array", "contains": pairs}}},
+        {"type": "object", "required": ["code"], "not": {"required": ["coding"]}, "allOf": [pairs]},
+    ]}
+
+
+def _value_schema(rule: Rule) -> dict | None:
+    """What ``_Checker.items`` demands of one present value (None: nothing)."""
+    parts: list[object] = []
+    if rule.fixed is not _ABSENT:
+        if not isinstance(rule.fixed, str):
+            raise Untranslatable(f"{rule.id}: non-string fixed value")
+        parts.append({"const": rule.fixed})
+    if rule.pattern is not _ABSENT:
+        parts.append(_pattern_schema(rule.pattern))
+    if rule.codes is not None:
+        parts.append(_binding_schema(rule))
+    if rule.children:
+        parts.append({"if": {"type": "object"}, "then": children_schema(rule.children)})
+    return {"allOf": parts} if parts else None
+
+
+def _present(schema: object) -> dict:
+    """``schema`` on each present (non-null) value of an element: the value, or each item of a list."""
+    each = {"anyOf": [{"type": "null"}, schema]}
+    return {"if": {"type": "array"}, "then": {"items": each}, "else": each}
+
+
+def _at_least(key: str, n: int) -> dict:
+    """The element ``key`` has at least ``n`` items as ``_items`` counts them (``_key`` when ``key`` is null)."""
+    many = {"not": {"type": "null"}, "if": {"type": "array"}, "then": {"minItems": n}, "else": n == 1}
+    return {"anyOf": [{"required": [key], "properties": {key: many}},
+                      {"required": ["_" + key], "properties": {key: {"type": "null"}, "_" + key: many}}]}
+
+
+def _count_schema(rule: Rule, required: frozenset[str] = frozenset()) -> list[object]:
+    """Exactly the minimum of ``_Checker.count``; its maximum strictly.
+
+    ``required``: the single-key elements with a minimum among ``rule``'s siblings (checked in the same schema).
+    """
+    parts: list[object] = []
+    keys = rule.keys
+    if rule.min > 0:
+        if not keys or rule.min > 1 and len(keys) > 1:
+            raise Untranslatable(f"{rule.id}: minimum {rule.min}")
+        present = [_at_least(k, rule.min) for k in keys]
+        parts.append(present[0] if len(present) == 1 else {"anyOf": present})
+    if rule.max == 0:
+        parts.append({"properties": {k: False for key in keys for k in (key, "_" + key)}})
+    elif rule.max is not None:
+        parts.append({"properties": {k: {"maxItems": rule.max} for key in keys for k in (key, "_" + key)}})
+        if len(keys) > 1:  # a choice element: at most one of its types present
+            one_type = {"dependentSchemas": {
+                k: {"properties": {o: False for other in keys if other != key for o in (other, "_" + other)}}
+                for key in keys for k in (key, "_" + key)}}
+            # (costly: evaluated per listed key) not needed when the object has no room for a second type
+            # beside the ``required`` keys the sibling rules demand (each present as key or _key)
+            parts.append(one_type if not required or required & {k for key in keys for k in (key, "_" + key)}
+                         else {"if": {"maxProperties": len(required) + 1}, "then": True, "else": one_type})
+    return parts
+
+
+def _union_pattern(patterns: list[object]) -> object | None:
+    """A schema every value containing one of ``patterns`` satisfies (None: no cheap one)."""
+    if all(isinstance(p, str) for p in patterns):
+        return {"enum": sorted(set(patterns))}  # type: ignore[type-var]
+    if all(isinstance(p, dict) for p in patterns):
+        keys = sorted(set.intersection(*(set(p) for p in patterns)))  # type: ignore[arg-type]
+        parts = {k: _union_pattern([p[k] for p in patterns]) for k in keys}  # type: ignore[index]
+        return {"type": "object", "required": keys, "properties": {k: v for k, v in parts.items() if v is not None}}
+    if all(isinstance(p, list) and p for p in patterns):
+        first = _union_pattern([p[0] for p in patterns])  # type: ignore[index]
+        return {"type": "array"} if first is None else {"type": "array", "contains": first}
+    return None
+
+
+def _any_member(slices: list[Slice]) -> object | None:
+    """A cheap schema every member of any of ``slices`` satisfies (None: no cheap one)."""
+    paths = {tuple(path for path, _ in sl.match) for sl in slices}
+    if len(paths) != 1 or len(next(iter(paths))) != 1:
+        return None
+    union = _union_pattern([sl.match[0][1] for sl in slices])
+    return None if union is None else _at_path(slices[0].match[0][0], union)
+
+
+def _max_tree(capped: list[tuple[Slice, dict]]) -> object:
+    """On a list: no slice of ``capped`` (each with a maximum of at least 1) has more members than its maximum.
+
+    A binary tree: a group of slices needs no look at each slice when fewer than two items could be members.
+    """
+    if len(capped) == 1:
+        sl, member = capped[0]
+        return {"not": {"contains": member, "minContains": sl.rule.max + 1}}  # type: ignore[operator]
+    half = len(capped) // 2
+    split = {"allOf": [_max_tree(capped[:half]), _max_tree(capped[half:])]}
+    union = _any_member([sl for sl, _ in capped])
+    return split if union is None else {"if": {"not": {"contains": union, "minContains": 2}}, "then": True,
+                                        "else": split}
+
+
+def _items_tree(checked: list[tuple[Slice, dict, dict]]) -> object:
+    """On one item: the value checks of every slice of ``checked`` it is a member of.
+
+    A binary tree: a group of slices is skipped when the item cannot be a member of any of them.
+    """
+    if len(checked) == 1:
+        _, member, value = checked[0]
+        return {"if": member, "then": value}
+    half = len(checked) // 2
+    split = {"allOf": [_items_tree(checked[:half]), _items_tree(checked[half:])]}
+    union = _any_member([sl for sl, _, _ in checked])
+    return split if union is None else {"if": union, "then": split}
+
+
+def _slices_schema(rule: Rule) -> list[object]:
+    """Count and value checks of ``rule``'s slices (members: the items of its key that match a slice)."""
+    if len(rule.keys) != 1:
+        raise Untranslatable(f"{rule.id}: slices on a choice element")
+    key = rule.keys[0]
+    members = [(sl, _match_schema(sl.match)) for sl in rule.slices]
+    parts: list[object] = []
+    for sl, member in members:
+        if sl.rule.min > 0:
+            parts.append({"required": [key], "properties": {key: {
+                "if": {"type": "array"}, "then": {"contains": member, "minContains": sl.rule.min},
+                "else": member if sl.rule.min == 1 else False}}})
+        if sl.rule.max == 0:
+            parts.append({"properties": {key: {
+                "if": {"type": "array"}, "then": {"not": {"contains": member}}, "else": {"not": member}}}})
+    capped = [(sl, member) for sl, member in members if sl.rule.max]
+    if capped:  # a single value is one member at most: within any maximum of at least 1
+        parts.append({"properties": {key: {"if": {"type": "array"}, "then": _max_tree(capped)}}})
+    checked = [(sl, member, value) for sl, member in members if (value := _value_schema(sl.rule)) is not None]
+    if checked:
+        tree = _items_tree(checked)
+        parts.append({"properties": {key: {"if": {"type": "array"}, "then": {"items": tree}, "else": tree}}})
+    return parts
+
+
+def _element_schema(rule: Rule, required: frozenset[str]) -> list[object]:
+    parts: list[object] = []
+    if rule.forbidden:
+        parts.append({"properties": {k: False for k in sorted(rule.forbidden)}})
+    parts += _count_schema(rule, required)
+    value = _value_schema(rule)
+    if value is not None:
+        parts.append({"properties": {k: _present(value) for k in rule.keys}})
+    if rule.slices:
+        parts += _slices_schema(rule)
+    return parts
+
+
+def children_schema(rules: tuple[Rule, ...]) -> dict:
+    """A JSON Schema an object satisfies only when ``_Checker.children(rules, obj)`` would report nothing."""
+    required = frozenset(r.keys[0] for r in rules if r.min > 0 and len(r.keys) == 1)
+    parts: list[object] = []
+    for rule in rules:
+        parts += _element_schema(rule, required)
+    return {"allOf": parts} if parts else {}
+
+
+def profile_schema(profile: Profile) -> object:
+    """``children_schema`` of a profile's rules, or ``False`` (never clean) when one cannot be translated."""
+    try:
+        return children_schema(profile.children)
+    except Untranslatable:
+        return False

@@ -35,6 +35,12 @@ def _definitions() -> tuple[dict, tuple[str, ...]]:
     return definitions, types
 
 
+def definitions() -> tuple[dict, tuple[str, ...]]:
+    """The subset schema's definitions (``ResourceList`` reduced, see module docstring; shared, do not modify)
+    and the supported resource types."""
+    return _definitions()
+
+
 def supported_types() -> tuple[str, ...]:
     """The resource types the subset schema covers (any other type is reported as unsupported)."""
     return _definitions()[1]
