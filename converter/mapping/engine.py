@@ -18,7 +18,8 @@ from converter.case.model import Case, resolve_path
 from converter.errors import MappingError
 from converter.mapping.rules import MappingFile, Rule
 from converter.mapping.terminology import Terminology
-from converter.mapping.verbs import Origin, Run, Scope, pattern_of, resolve, resource_id, resource_key
+from converter.mapping.paths import resolve_in
+from converter.mapping.verbs import Origin, Run, pattern_of, resource_id, resource_key
 
 
 @dataclass(slots=True)
@@ -112,6 +113,13 @@ class MappingSet:
         data = case.data
         case_id = case.case_id
         by_pattern = self.by_pattern
+        ids: dict[tuple[str, str], str] = {}  # resource ids of this case, by (rule, key)
+
+        def rid_of(rule_id: str, key: str) -> str:
+            rid = ids.get((rule_id, key))
+            if rid is None:
+                rid = ids[(rule_id, key)] = resource_id(case_id, rule_id, key)
+            return rid
 
         ref_cache: dict[tuple[str, str | None], list[str]] = {}
 
@@ -128,29 +136,31 @@ class MappingSet:
                 rules = [r for r in rules if r.id == rule_id]
             entity = resolve_path(data, entity_path)
             key = resource_key(entity, entity_path)
-            emitted = [r for r in rules if r.when is None or r.when(_scope_at(entity_path, run))]
-            return [resource_id(case_id, r.id, key) for r in emitted]
+            emitted = [r for r in rules if r.when is None or r.when(run, *_chain_at(entity_path, data))]
+            return [rid_of(r.id, key) for r in emitted]
 
         run = Run(case_id, data, case.ids, self.terminology, ref_index)
-        root = Scope(data, "", None, run)
         resources: list[dict[str, Any]] = []
         resource_rules: list[Rule] = []
         rows: list[Row] = []
+        touched = run.touched
         for f in self.files:
             if f.target not in targets:
                 continue
             for rule in f.rules:
                 item_origin = Origin(rule.file, rule.line, rule.id, rule.kind)
-                for scope in rule.items(root):
-                    if rule.when is not None and not rule.when(scope):
+                when, emit = rule.when, rule.emit
+                for chain in rule.items(data, ""):
+                    if when is not None and not when(run, *chain):
                         continue
-                    key = resource_key(scope.item, scope.path)
+                    item, path = chain[-2], chain[-1]
+                    key = resource_key(item, path)
                     if rule.target == "fhir":
-                        rid = resource_id(case_id, rule.id, key)
-                        run.current = (rule.kind, rid)
-                        if isinstance(scope.item, dict) and "id" in scope.item:
-                            run.touch(f"{scope.path}.id", item_origin)
-                        body = rule.emit(scope) or {}
+                        rid = rid_of(rule.id, key)
+                        run.current = current = (rule.kind, rid)
+                        if isinstance(item, dict) and "id" in item:
+                            touched.append((f"{path}.id", item_origin, current))
+                        body = emit(run, *chain) or {}
                         resource: dict[str, Any] = {"resourceType": rule.kind, "id": rid}
                         if rule.profile:
                             resource["meta"] = {"profile": [rule.profile]}
@@ -160,19 +170,19 @@ class MappingSet:
                     else:
                         values: dict[str, Any] = {}
                         run.current = values
-                        if isinstance(scope.item, dict) and "id" in scope.item:
-                            run.touch(f"{scope.path}.id", item_origin)
-                        values.update(rule.emit(scope) or {})
+                        if isinstance(item, dict) and "id" in item:
+                            touched.append((f"{path}.id", item_origin, values))
+                        values.update(emit(run, *chain) or {})
                         row = Row(rule.kind, values, rule, key)
                         for s in rule.supp:
-                            qval = s.value(scope)
+                            qval = s.value(run, *chain)
                             if qval not in (None, "", []):
                                 row.supp.append((s.qnam, s.label, qval, s.origin))
-                        for path in rule.relrec:
-                            for v, where in resolve(path, scope):
+                        for rel in rule.relrec:
+                            for v, where in resolve_in(rel, chain):
                                 if isinstance(v, str):
                                     row.related.append(v)
-                                    run.touch(where, item_origin)
+                                    touched.append((where, item_origin, values))
                         rows.append(row)
         run.ref_index = _no_refs  # break the run ↔ closure cycle: the case is freed by refcounting, not the GC
         return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
@@ -182,15 +192,15 @@ def _no_refs(entity_path: str, rule_id: str | None) -> list[str]:
     return []
 
 
-def _scope_at(path: str, run: Run) -> Scope:
+def _chain_at(path: str, data: dict[str, Any]) -> tuple[Any, ...]:
     """The scope chain a rule would have for the entity at ``path`` (root, each list level, the entity)."""
-    scope = Scope(run.data, "", None, run)
+    chain: list[Any] = [data, ""]
     cuts = [m.end() for m in re.finditer(r"\[\d+\]", path)]
     if not cuts or cuts[-1] != len(path):
         cuts.append(len(path))
     for end in cuts:
-        scope = Scope(resolve_path(run.data, path[:end]), path[:end], scope, run)
-    return scope
+        chain += (resolve_path(data, path[:end]), path[:end])
+    return tuple(chain)
 
 
 def digest_files(paths: list[Path]) -> str:

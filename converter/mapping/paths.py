@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+from converter.mapping.codegen import Source
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -75,3 +78,53 @@ def walk(value: Any, steps: tuple[str, ...], where: str) -> Iterator[tuple[Any, 
         return
     if isinstance(value, dict) and head in value:
         yield from walk(value[head], rest, f"{where}.{head}" if where else head)
+
+
+@contextmanager
+def each_hit(src: Source, path: Path) -> Iterator[tuple[str, str]]:
+    """Generate a loop over every (value, concrete path) of ``path`` in ``src``'s scope chain.
+
+    Yields the names of the value and path variables for the loop body. A single-valued path becomes a
+    chain of ``dict.get`` and one ``if``; its document path is built only when a value is found.
+    """
+    base = 0 if path.up == -1 else src.depth - path.up
+    v, w = src.var("v"), src.var("w")
+    if base < 0:  # more ``../`` than enclosing items: nothing
+        with src.block(f"for {v}, {w} in ():"):
+            yield v, w
+        return
+    item, where = f"i{base}", f"w{base}"
+    if path.many:
+        walk_fn = src.helper("walk", walk)
+        with src.block(f"for {v}, {w} in {walk_fn}({item}, {src.const(path.steps, 'P')}, {where}):"):
+            yield v, w
+        return
+    src.line(f"{v} = {item}")
+    for step in path.steps:
+        src.line(f"{v} = {v}.get({step!r}) if type({v}) is dict else None")
+    with src.block(f"if {v} is not None:"):
+        if not path.steps:
+            src.line(f"{w} = {where}")
+        elif src.empty_paths[base]:
+            src.line(f"{w} = {path.dotted!r}")
+        else:
+            src.line(f"{w} = {where} + {'.' + path.dotted!r}")
+        yield v, w
+
+
+def hit_list(src: Source, path: Path) -> str:
+    """Generate the list of every (value, concrete path) of ``path``; returns its variable name."""
+    hits = src.var("h")
+    src.line(f"{hits} = []")
+    with each_hit(src, path) as (v, w):
+        src.line(f"{hits}.append(({v}, {w}))")
+    return hits
+
+
+def resolve_in(path: Path, chain: tuple[Any, ...]) -> list[tuple[Any, str]]:
+    """Evaluate a compiled path in a scope chain ``(i0, w0, i1, w1, …)``: every (value, concrete path)."""
+    depth = len(chain) // 2 - 1
+    base = 0 if path.up == -1 else depth - path.up
+    if base < 0:
+        return []
+    return list(walk(chain[2 * base], path.steps, chain[2 * base + 1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Callable, Iterator
@@ -10,10 +11,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from converter.mapping.casepaths import with_lists
-from converter.mapping.conditions import compile_condition
+from converter.mapping.codegen import Source
 from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk
 from converter.mapping.terminology import Terminology
-from converter.mapping.verbs import Collected, CompileError, Compiler, Origin, Scope, resolve
+from converter.mapping.verbs import Collected, CompileError, Compiler, Origin
+
+
+Chain = tuple[Any, ...]  # a scope chain: (root, "", item, its path, …) from the case root to the item
 
 
 @dataclass(slots=True)
@@ -22,13 +26,17 @@ class Supp:
 
     qnam: str
     label: str
-    value: Callable[[Scope], Any]
+    value: Callable[..., Any]       # generated: value(run, *chain)
     origin: str = "CRF"
 
 
 @dataclass(slots=True)
 class Rule:
-    """One compiled rule: which items it iterates, and what it emits for each."""
+    """One compiled rule: which items it iterates, and what it emits for each.
+
+    ``items``, ``when``, ``emit`` and each supp value are generated functions (:mod:`converter.mapping.codegen`);
+    ``when`` and ``emit`` take the run and the item's scope chain: ``emit(run, *chain)``.
+    """
 
     id: str
     file: str
@@ -37,33 +45,14 @@ class Rule:
     kind: str                         # FHIR resource type or SDTM domain
     for_each: Path
     pattern: str                      # schema pattern of the items, e.g. "therapy_lines[].agents[]"
-    when: Callable[[Scope], bool] | None
-    emit: Callable[[Scope], Any]
+    when: Callable[..., bool] | None
+    emit: Callable[..., Any]
+    items: Callable[[Any], list[Chain]]  # every item of a case (its root), each as its scope chain
     profile: str = ""
     supp: list[Supp] = field(default_factory=list)
     relrec: list[Path] = field(default_factory=list)
     description: str = ""
     template: Any = None              # the raw template (documentation)
-
-    def items(self, root: Scope) -> Iterator[Scope]:
-        """Every item this rule applies to, each with its scope chain (``..`` = enclosing list item)."""
-        groups: list[tuple[str, ...]] = []
-        current: list[str] = []
-        for step in self.for_each.steps:
-            current.append(step)
-            if step == "[]":
-                groups.append(tuple(current))
-                current = []
-        if current:
-            groups.append(tuple(current))
-
-        def descend(scope: Scope, level: int) -> Iterator[Scope]:
-            if level == len(groups):
-                yield scope
-                return
-            for value, where in walk(scope.item, groups[level], scope.path):
-                yield from descend(Scope(value, where, scope, scope.run), level + 1)
-        yield from descend(root, 0)
 
 
 @dataclass(slots=True)
@@ -165,20 +154,24 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     collected.paths.append((for_each, ((),), *pos(spec, "for_each")))
     when = None
     if "when" in spec:
+        src = compiler.start("when", line)
         try:
-            when = compile_condition(spec["when"], compiler.reading(Origin(file, line, rule_id, f"{kind} (rule condition)")))
+            cond = compiler.condition(spec["when"], Origin(file, line, rule_id, f"{kind} (rule condition)"))
         except (ValueError, PathSyntaxError) as exc:
             raise CompileError(f"when: {exc}", *pos(spec, "when")) from None
         compiler._condition_paths(spec["when"], spec)
+        when = src.build("when", cond)
     body_key = "resource" if target == "fhir" else "row"
     if body_key not in spec:
         raise CompileError(f"rule {rule_id} has no '{body_key}:' template", line, col)
-    emit, _ = compiler.compile(spec[body_key], kind)
+    src = compiler.start("emit", line)
+    emit = src.build("emit", compiler.compile(spec[body_key], kind).expr)
     supp = []
     for qnam, qspec in (spec.get("supp") or {}).items():
         if not isinstance(qspec, dict) or "value" not in qspec:
             raise CompileError(f"supp {qnam}: needs label and value", *pos(spec["supp"], qnam))
-        fn, _ = compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}")
+        src = compiler.start(f"supp {qnam}", line)
+        fn = src.build("supp", compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}").expr)
         supp.append(Supp(str(qnam), str(qspec.get("label", qnam)), fn, str(qspec.get("origin", "CRF"))))
     relrec: list[Path] = []
     if "relrec" in spec:
@@ -186,7 +179,28 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
         relrec = [compiler.path(r, spec) for r in specs]
     pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
     return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when, emit,
-                str(spec.get("profile", "")), supp, relrec, str(spec.get("description", "")), spec[body_key])
+                _items(for_each.steps, f"<mapping {file}:{line} rule {rule_id} for_each>"), str(spec.get("profile", "")), supp, relrec, str(spec.get("description", "")), spec[body_key])
+
+
+def _items(steps: tuple[str, ...], filename: str) -> Callable[[Any], list[Chain]]:
+    """Generate the item loop of a ``for_each`` path: one nested loop per list level (``..`` = enclosing item)."""
+    groups: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for step in steps:
+        current.append(step)
+        if step == "[]":
+            groups.append(tuple(current))
+            current = []
+    if current:
+        groups.append(tuple(current))
+    src = Source(filename, 0, (True,))
+    src.line("out = []")
+    with ExitStack() as stack:
+        for level, group in enumerate(groups):
+            stack.enter_context(src.block(f"for i{level + 1}, w{level + 1} in walk(i{level}, {src.const(group, 'P')}, w{level}):"))
+        src.helper("walk", walk)
+        src.line(f"out.append(({src.params(len(groups))},))")
+    return src.build("items", "out", "i0, w0")
 
 
 def _scope_chain(steps: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:

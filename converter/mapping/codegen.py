@@ -1,0 +1,98 @@
+"""Generated Python for compiled mapping rules: one straight-line function per template.
+
+The compiler (:mod:`converter.mapping.verbs`) writes the source of each function with :class:`Source`;
+constants and helpers are bound by name in the function's globals, never printed as literals, so an output
+holds exactly the objects the mapping file held. The source is registered with :mod:`linecache` under a
+file name that names the mapping file, line and rule, and every verb is preceded by a comment naming its
+own mapping line, so a traceback through generated code points at the mapping.
+
+A generated function sees the scope chain of the item as parameters ``i0, w0, i1, w1, …``: the item and
+its document path at each level (root, each enclosing list item, the item itself).
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+
+class Source:
+    """The source text of one generated function and the names it refers to."""
+
+    def __init__(self, filename: str, depth: int, empty_paths: tuple[bool, ...]):
+        self.filename = filename
+        self.lines: list[str] = []
+        self.indent = 1
+        self.ns: dict[str, Any] = {}
+        self.count = 0
+        self.depth = depth                # innermost scope level
+        self.empty_paths = empty_paths    # per level: True when that level's document path is "" (the root)
+
+    def line(self, text: str) -> None:
+        """Append one line at the current indentation."""
+        self.lines.append("    " * self.indent + text)
+
+    def var(self, prefix: str = "v") -> str:
+        """A fresh local variable name."""
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def const(self, value: Any, prefix: str = "K") -> str:
+        """A name bound to ``value`` in the generated function's globals."""
+        self.count += 1
+        name = f"{prefix}{self.count}"
+        self.ns[name] = value
+        return name
+
+    def helper(self, name: str, fn: Any) -> str:
+        """Bind a shared helper under a fixed name."""
+        self.ns[name] = fn
+        return name
+
+    @contextmanager
+    def block(self, header: str) -> Iterator[None]:
+        """An indented block under ``header`` (``if …:``, ``for …:``); an empty body becomes ``pass``."""
+        self.line(header)
+        self.indent += 1
+        before = len(self.lines)
+        try:
+            yield
+        finally:
+            if len(self.lines) == before:
+                self.line("pass")
+            self.indent -= 1
+
+    @contextmanager
+    def level(self, empty_path: bool) -> Iterator[int]:
+        """One more scope level (``$each``); yields its number."""
+        saved = self.depth, self.empty_paths
+        self.depth += 1
+        self.empty_paths = self.empty_paths + (empty_path,)
+        try:
+            yield self.depth
+        finally:
+            self.depth, self.empty_paths = saved
+
+    def params(self, depth: int | None = None) -> str:
+        """The scope chain as names: ``i0, w0, i1, w1, …`` down to ``depth`` (default: the current level)."""
+        return ", ".join(f"i{d}, w{d}" for d in range(1 + (self.depth if depth is None else depth)))
+
+    def build(self, name: str, result: str, params: str | None = None) -> Callable[..., Any]:
+        """Compile the function ``name(run, i0, w0, …)`` (or ``name(params)``) returning ``result``."""
+        text = "\n".join(self.lines)
+        used = [line for var, line in PROLOGUE if re.search(rf"\b{var}\b", text)]
+        body = ["    " + p for p in used] + self.lines + [f"    return {result}"]
+        params = params if params is not None else "run, " + self.params()
+        text = f"def {name}({params}):\n" + "\n".join(body) + "\n"
+        code = compile(text, self.filename, "exec")
+        namespace = dict(self.ns)
+        exec(code, namespace)  # noqa: S102 - our own generated source, built from compiled mapping files
+        linecache.cache[self.filename] = (len(text), None, text.splitlines(True), self.filename)
+        fn = namespace[name]
+        fn.source = text
+        return fn
+
+
+PROLOGUE = (("touch", "touch = run.touched.append"), ("cur", "cur = run.current"))  # bound when the body uses them
