@@ -29,10 +29,22 @@ class Source:
         self.count = 0
         self.depth = depth                # innermost scope level
         self.empty_paths = empty_paths    # per level: True when that level's document path is "" (the root)
+        self.unreachable = False          # inside :meth:`dead`: lines are dropped
 
     def line(self, text: str) -> None:
         """Append one line at the current indentation."""
-        self.lines.append("    " * self.indent + text)
+        if not self.unreachable:
+            self.lines.append("    " * self.indent + text)
+
+    @contextmanager
+    def dead(self) -> Iterator[None]:
+        """Code that can never run (checked by compiling it, not generated)."""
+        saved = self.unreachable
+        self.unreachable = True
+        try:
+            yield
+        finally:
+            self.unreachable = saved
 
     def var(self, prefix: str = "v") -> str:
         """A fresh local variable name."""
@@ -60,7 +72,7 @@ class Source:
         try:
             yield
         finally:
-            if len(self.lines) == before:
+            if len(self.lines) == before and not self.unreachable:
                 self.line("pass")
             self.indent -= 1
 

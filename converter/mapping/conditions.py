@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from converter.mapping.codegen import Source
-from converter.mapping.paths import Path, hit_list, parse_path
+from converter.mapping.paths import Path, each_hit, hit_list, parse_path
 from converter.mapping.terminology import normalize
 
 CONDITION_KEYS = ("exists", "missing", "path", "equals", "in", "matches", "all", "any", "not")
@@ -49,22 +49,29 @@ def compile_condition(spec: Any, src: Source, origin: str) -> str:
     if "exists" in spec or "missing" in spec:
         path = parse_path(str(spec.get("exists", spec.get("missing"))))
         found = _read(path, src, origin)
-        src.line(f"{out} = {'bool' if 'exists' in spec else 'not '}({found})")
+        if not path.many:
+            src.line(f"{out} = {found} is {'not ' if 'exists' in spec else ''}None")
+        else:
+            src.line(f"{out} = {'bool' if 'exists' in spec else 'not '}({found})")
         return out
     if "path" not in spec:
         raise ValueError("a comparison needs 'path' and one of equals / in / matches")
     path = parse_path(str(spec["path"]))
+    text = "({0} if type({0}) is str else str(text_of({0})))"  # str(text_of(value)), a string as it is
     if "equals" in spec:
-        test = f"normalize(str(text_of({{}}))) == {src.const(normalize(str(spec['equals'])))}"
+        test = f"normalized{text} == {src.const(normalize(str(spec['equals'])))}"
     elif "in" in spec:
-        test = f"normalize(str(text_of({{}}))) in {src.const(frozenset(normalize(str(v)) for v in spec['in']))}"
+        test = f"normalized{text} in {src.const(frozenset(normalize(str(v)) for v in spec['in']))}"
     elif "matches" in spec:
-        test = f"{src.const(re.compile(str(spec['matches']), re.IGNORECASE))}.search(str(text_of({{}})))"
+        test = f"{src.const(re.compile(str(spec['matches']), re.IGNORECASE))}.search{text}"
     else:
         raise ValueError("a comparison needs one of equals / in / matches beside 'path'")
-    src.helper("normalize", normalize)
+    src.helper("normalized", normalized)
     src.helper("text_of", text_of)
     found = _read(path, src, origin)
+    if not path.many:
+        src.line(f"{out} = {found} is not None and bool({test.format(found)})")
+        return out
     src.line(f"{out} = False")
     with src.block(f"for v, _ in {found}:"):
         with src.block(f"if {test.format('v')}:"):
@@ -86,8 +93,30 @@ def _chain(parts: list[Any], every: bool, out: str, src: Source, origin: str) ->
 
 
 def _read(path: Path, src: Source, origin: str) -> str:
-    """Every hit of ``path``, each recorded as read; returns the name of the hit list."""
+    """Every hit of ``path``, each recorded as read; returns the name of the hit list, or for a single-valued
+    path the name of its value (None when absent)."""
+    if not path.many:
+        value = src.var("c")
+        src.line(f"{value} = None")
+        with each_hit(src, path) as (v, w):
+            src.line(f"touch(({w}, {origin}, cur))")
+            src.line(f"{value} = {v}")
+        return value
     hits = hit_list(src, path)
     with src.block(f"for _, w in {hits}:"):
         src.line(f"touch((w, {origin}, cur))")
     return hits
+
+
+_NORMALIZED: dict[str, str] = {}
+_NORMALIZED_MAX = 8192
+
+
+def normalized(text: str) -> str:
+    """:func:`normalize` with a bounded memo (conditions and maps compare the same few texts again and again)."""
+    folded = _NORMALIZED.get(text)
+    if folded is None:
+        if len(_NORMALIZED) >= _NORMALIZED_MAX:
+            _NORMALIZED.clear()
+        folded = _NORMALIZED[text] = normalize(text)
+    return folded

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from converter.case.model import Case, resolve_path
 from converter.errors import MappingError
-from converter.mapping.rules import MappingFile, Rule
+from converter.mapping.rules import Chain, MappingFile, Rule
 from converter.mapping.terminology import Terminology
 from converter.mapping.paths import resolve_in
 from converter.mapping.verbs import Origin, Run, pattern_of, resource_id, resource_key
@@ -113,12 +113,12 @@ class MappingSet:
         data = case.data
         case_id = case.case_id
         by_pattern = self.by_pattern
-        ids: dict[tuple[str, str], str] = {}  # resource ids of this case, by (rule, key)
+        rids: dict[tuple[str, str], str] = {}  # resource ids of this case (a per-case cache), by (rule, key)
 
         def rid_of(rule_id: str, key: str) -> str:
-            rid = ids.get((rule_id, key))
+            rid = rids.get((rule_id, key))
             if rid is None:
-                rid = ids[(rule_id, key)] = resource_id(case_id, rule_id, key)
+                rid = rids[(rule_id, key)] = resource_id(case_id, rule_id, key)
             return rid
 
         ref_cache: dict[tuple[str, str | None], list[str]] = {}
@@ -130,13 +130,19 @@ class MappingSet:
             ref_cache[(entity_path, rule_id)] = found = _ref_ids(entity_path, rule_id)
             return found
 
+        seen: dict[str, tuple[str, Chain]] = {}  # entity path → (its pattern, its scope chain), for every item
+
         def _ref_ids(entity_path: str, rule_id: str | None) -> list[str]:
-            rules = by_pattern.get(pattern_of(entity_path), [])
+            pattern, chain = seen.get(entity_path) or (pattern_of(entity_path), None)
+            rules = by_pattern.get(pattern)
+            if not rules:
+                return []
             if rule_id:
                 rules = [r for r in rules if r.id == rule_id]
-            entity = resolve_path(data, entity_path)
-            key = resource_key(entity, entity_path)
-            emitted = [r for r in rules if r.when is None or r.when(run, *_chain_at(entity_path, data))]
+            if chain is None:  # an entity no rule of this case iterates
+                chain = _chain_at(entity_path, data)
+            key = resource_key(chain[-2], entity_path)
+            emitted = [r for r in rules if r.when is None or r.when(run, *chain)]
             return [rid_of(r.id, key) for r in emitted]
 
         run = Run(case_id, data, case.ids, self.terminology, ref_index)
@@ -144,46 +150,47 @@ class MappingSet:
         resource_rules: list[Rule] = []
         rows: list[Row] = []
         touched = run.touched
-        for f in self.files:
-            if f.target not in targets:
-                continue
-            for rule in f.rules:
-                item_origin = Origin(rule.file, rule.line, rule.id, rule.kind)
-                when, emit = rule.when, rule.emit
-                for chain in rule.items(data, ""):
-                    if when is not None and not when(run, *chain):
-                        continue
-                    item, path = chain[-2], chain[-1]
-                    key = resource_key(item, path)
-                    if rule.target == "fhir":
-                        rid = rid_of(rule.id, key)
-                        run.current = current = (rule.kind, rid)
-                        if isinstance(item, dict) and "id" in item:
-                            touched.append((f"{path}.id", item_origin, current))
-                        body = emit(run, *chain) or {}
-                        resource: dict[str, Any] = {"resourceType": rule.kind, "id": rid}
-                        if rule.profile:
-                            resource["meta"] = {"profile": [rule.profile]}
-                        resource.update(body)
-                        resources.append(resource)
-                        resource_rules.append(rule)
-                    else:
-                        values: dict[str, Any] = {}
-                        run.current = values
-                        if isinstance(item, dict) and "id" in item:
-                            touched.append((f"{path}.id", item_origin, values))
-                        values.update(emit(run, *chain) or {})
-                        row = Row(rule.kind, values, rule, key)
-                        for s in rule.supp:
-                            qval = s.value(run, *chain)
+        work = [(rule, rule.items(data, "")) for f in self.files if f.target in targets for rule in f.rules]
+        for rule, chains in work:  # every entity a reference may point to, before any rule emits
+            for chain in chains:
+                seen[chain[-1]] = (rule.pattern, chain)
+        for rule, chains in work:
+            item_origin = rule.origin
+            when, emit = rule.when, rule.emit
+            for chain in chains:
+                item, path = chain[-2], chain[-1]
+                if when is not None and not when(run, *chain):
+                    continue
+                key = resource_key(item, path)
+                if rule.target == "fhir":
+                    rid = rid_of(rule.id, key)
+                    run.current = current = (rule.kind, rid)
+                    if isinstance(item, dict) and "id" in item:
+                        touched.append((f"{path}.id", item_origin, current))
+                    body = emit(run, *chain) or {}
+                    resource: dict[str, Any] = {"resourceType": rule.kind, "id": rid}
+                    if rule.profile:
+                        resource["meta"] = {"profile": [rule.profile]}
+                    resource.update(body)
+                    resources.append(resource)
+                    resource_rules.append(rule)
+                else:
+                    values: dict[str, Any] = {}
+                    run.current = values
+                    if isinstance(item, dict) and "id" in item:
+                        touched.append((f"{path}.id", item_origin, values))
+                    values.update(emit(run, *chain) or {})
+                    row = Row(rule.kind, values, rule, key)
+                    if rule.supp_values is not None:
+                        for s, qval in zip(rule.supp, rule.supp_values(run, *chain)):
                             if qval not in (None, "", []):
                                 row.supp.append((s.qnam, s.label, qval, s.origin))
-                        for rel in rule.relrec:
-                            for v, where in resolve_in(rel, chain):
-                                if isinstance(v, str):
-                                    row.related.append(v)
-                                    touched.append((where, item_origin, values))
-                        rows.append(row)
+                    for rel in rule.relrec:
+                        for v, where in resolve_in(rel, chain):
+                            if isinstance(v, str):
+                                row.related.append(v)
+                                touched.append((where, item_origin, values))
+                    rows.append(row)
         run.ref_index = _no_refs  # break the run ↔ closure cycle: the case is freed by refcounting, not the GC
         return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
 
@@ -192,7 +199,7 @@ def _no_refs(entity_path: str, rule_id: str | None) -> list[str]:
     return []
 
 
-def _chain_at(path: str, data: dict[str, Any]) -> tuple[Any, ...]:
+def _chain_at(path: str, data: dict[str, Any]) -> Chain:
     """The scope chain a rule would have for the entity at ``path`` (root, each list level, the entity)."""
     chain: list[Any] = [data, ""]
     cuts = [m.end() for m in re.finditer(r"\[\d+\]", path)]

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -95,8 +95,7 @@ def each_hit(src: Source, path: Path) -> Iterator[tuple[str, str]]:
         return
     item, where = f"i{base}", f"w{base}"
     if path.many:
-        walk_fn = src.helper("walk", walk)
-        with src.block(f"for {v}, {w} in {walk_fn}({item}, {src.const(path.steps, 'P')}, {where}):"):
+        with walk_code(src, item, where, path.steps, src.empty_paths[base]) as (v, w):
             yield v, w
         return
     src.line(f"{v} = {item}")
@@ -128,3 +127,26 @@ def resolve_in(path: Path, chain: tuple[Any, ...]) -> list[tuple[Any, str]]:
     if base < 0:
         return []
     return list(walk(chain[2 * base], path.steps, chain[2 * base + 1]))
+
+
+@contextmanager
+def walk_code(src: Source, item: str, where: str, steps: tuple[str, ...], empty: bool) -> Iterator[tuple[str, str]]:
+    """Generate :func:`walk` inline: nested loops over ``steps`` from the variable ``item`` (document path
+    ``where``, known to be "" when ``empty``); yields the value and path variables of each match."""
+    v = src.var("v")
+    src.line(f"{v} = {item}")
+    text = "" if empty else "{" + where + "}"  # the f-string of the concrete path, built once per match
+    with ExitStack() as stack:
+        for step in steps:
+            if step == "[]":
+                n, nxt = src.var("n"), src.var("v")
+                stack.enter_context(src.block(f"if isinstance({v}, list):"))
+                stack.enter_context(src.block(f"for {n}, {nxt} in enumerate({v}):"))
+                v, text = nxt, text + "[{" + n + "}]"
+            else:
+                src.line(f"{v} = {v}.get({step!r}) if isinstance({v}, dict) else None")
+                text = f"{text}.{step}" if text else step
+        stack.enter_context(src.block(f"if {v} is not None:"))
+        w = src.var("w")
+        src.line(f"{w} = f{text!r}" if "{" in text else f"{w} = {text!r}")
+        yield v, w

@@ -12,7 +12,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from converter.mapping.casepaths import with_lists
 from converter.mapping.codegen import Source
-from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk
+from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk_code
 from converter.mapping.terminology import Terminology
 from converter.mapping.verbs import Collected, CompileError, Compiler, Origin
 
@@ -26,7 +26,6 @@ class Supp:
 
     qnam: str
     label: str
-    value: Callable[..., Any]       # generated: value(run, *chain)
     origin: str = "CRF"
 
 
@@ -34,8 +33,9 @@ class Supp:
 class Rule:
     """One compiled rule: which items it iterates, and what it emits for each.
 
-    ``items``, ``when``, ``emit`` and each supp value are generated functions (:mod:`converter.mapping.codegen`);
-    ``when`` and ``emit`` take the run and the item's scope chain: ``emit(run, *chain)``.
+    ``items``, ``when``, ``emit`` and ``supp_values`` are generated functions (:mod:`converter.mapping.codegen`);
+    ``when``, ``emit`` and ``supp_values`` (a tuple: one value per ``supp``) take the run and the item's scope
+    chain: ``emit(run, *chain)``.
     """
 
     id: str
@@ -47,9 +47,11 @@ class Rule:
     pattern: str                      # schema pattern of the items, e.g. "therapy_lines[].agents[]"
     when: Callable[..., bool] | None
     emit: Callable[..., Any]
-    items: Callable[[Any], list[Chain]]  # every item of a case (its root), each as its scope chain
+    items: Callable[[Any, str], list[Chain]]  # every item of a case: items(root, ""), each as its scope chain
+    origin: Origin                    # what reading an item's own id feeds (the resource / row itself)
     profile: str = ""
     supp: list[Supp] = field(default_factory=list)
+    supp_values: Callable[..., tuple[Any, ...]] | None = None
     relrec: list[Path] = field(default_factory=list)
     description: str = ""
     template: Any = None              # the raw template (documentation)
@@ -167,19 +169,22 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     src = compiler.start("emit", line)
     emit = src.build("emit", compiler.compile(spec[body_key], kind).expr)
     supp = []
+    src = compiler.start("supp", line)
+    values = []
     for qnam, qspec in (spec.get("supp") or {}).items():
         if not isinstance(qspec, dict) or "value" not in qspec:
             raise CompileError(f"supp {qnam}: needs label and value", *pos(spec["supp"], qnam))
-        src = compiler.start(f"supp {qnam}", line)
-        fn = src.build("supp", compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}").expr)
-        supp.append(Supp(str(qnam), str(qspec.get("label", qnam)), fn, str(qspec.get("origin", "CRF"))))
+        values.append(compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}").expr)
+        supp.append(Supp(str(qnam), str(qspec.get("label", qnam)), str(qspec.get("origin", "CRF"))))
+    supp_values = src.build("supp", f"({', '.join(values)},)") if supp else None
     relrec: list[Path] = []
     if "relrec" in spec:
         specs = spec["relrec"] if isinstance(spec["relrec"], list) else [spec["relrec"]]
         relrec = [compiler.path(r, spec) for r in specs]
     pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
     return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when, emit,
-                _items(for_each.steps, f"<mapping {file}:{line} rule {rule_id} for_each>"), str(spec.get("profile", "")), supp, relrec, str(spec.get("description", "")), spec[body_key])
+                _items(for_each.steps, f"<mapping {file}:{line} rule {rule_id} for_each>"), Origin(file, line, rule_id, kind),
+                str(spec.get("profile", "")), supp, supp_values, relrec, str(spec.get("description", "")), spec[body_key])
 
 
 def _items(steps: tuple[str, ...], filename: str) -> Callable[[Any], list[Chain]]:
@@ -197,8 +202,8 @@ def _items(steps: tuple[str, ...], filename: str) -> Callable[[Any], list[Chain]
     src.line("out = []")
     with ExitStack() as stack:
         for level, group in enumerate(groups):
-            stack.enter_context(src.block(f"for i{level + 1}, w{level + 1} in walk(i{level}, {src.const(group, 'P')}, w{level}):"))
-        src.helper("walk", walk)
+            v, w = stack.enter_context(walk_code(src, f"i{level}", f"w{level}", group, level == 0))
+            src.line(f"i{level + 1}, w{level + 1} = {v}, {w}")
         src.line(f"out.append(({src.params(len(groups))},))")
     return src.build("items", "out", "i0, w0")
 

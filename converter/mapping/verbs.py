@@ -20,9 +20,9 @@ from typing import Any, Callable
 from converter.case.dates import iso_of
 from converter.mapping.casepaths import is_list
 from converter.mapping.codegen import Source
-from converter.mapping.conditions import compile_condition, text_of
+from converter.mapping.conditions import compile_condition, normalized, text_of
 from converter.mapping.paths import Path, PathSyntaxError, each_hit, hit_list, parse_path, walk
-from converter.mapping.terminology import Terminology, normalize
+from converter.mapping.terminology import Coding, Terminology, normalize
 
 VERBS = ("$value", "$code", "$ct", "$date", "$quantity", "$ref", "$each", "$format", "$first")
 VERB_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -117,9 +117,16 @@ class Part:
     expr: str          # a local variable or a bound constant (None = nothing to emit)
     dynamic: bool      # False: the value is the constant ``value``, computed at compile time
     value: Any = None
+    plain: bool = False  # the value is never an empty list or mapping (None or kept as it is)
+    single: bool = False  # the value is never a list (a list template appends it, never extends by it)
+
+    def keep(self) -> str:
+        """The test for "a template keeps this value" (empty values are dropped)."""
+        if self.plain:
+            return f"{self.expr} is not None"
+        return "{0} is not None and ({0} or ({0} != [] and {0} != {{}}))".format(self.expr)
 
 
-KEEP = "{0} is not None and ({0} or ({0} != [] and {0} != {{}}))"  # an element a template keeps
 
 
 @dataclass(slots=True)
@@ -138,14 +145,15 @@ class Compiler:
         lc = getattr(node, "lc", None)
         return (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (0, 0)
 
-    def path(self, text: Any, node: Any) -> Path:
-        """Compile a source path, remembering it for the linter."""
+    def path(self, text: Any, node: Any, record: bool = True) -> Path:
+        """Compile a source path, remembering it for the linter (unless ``record`` is False)."""
         line, col = self.where(node)
         try:
             p = parse_path(str(text))
         except PathSyntaxError as exc:
             raise CompileError(str(exc), line, col) from None
-        self.collected.paths.append((p, self.scopes, line, col))
+        if record:
+            self.collected.paths.append((p, self.scopes, line, col))
         return p
 
     def start(self, kind: str, line: int) -> Source:
@@ -183,7 +191,8 @@ class Compiler:
             with src.block(f"if {cond}:"):
                 part = self._dict(node, verbs, target)
                 src.line(f"{out} = {part.expr}")
-            return Part(out, True)
+            return Part(out, True, plain=part.plain or (not part.dynamic and _kept(part.value)),
+                        single=part.single or (not part.dynamic and not isinstance(part.value, list)))
         if isinstance(node, list):
             parts = [self.compile(v, f"{target}[{i}]") for i, v in enumerate(node)]
             if not any(p.dynamic for p in parts):
@@ -194,7 +203,7 @@ class Compiler:
                     elif p.value is not None:
                         const_list.append(p.value)
                 value = const_list or None
-                return Part(src.const(value), False, value)
+                return Part(src.const(value), False, value, True)
             out = src.var("l")
             # the elements' statements were generated in order above; collect their values
             src.line(f"{out} = []")
@@ -205,22 +214,40 @@ class Compiler:
                     elif p.value is not None:
                         src.line(f"{out}.append({p.expr})")
                     continue
-                with src.block(f"if isinstance({p.expr}, list):"):
-                    src.line(f"{out}.extend({p.expr})")
-                with src.block(f"elif {p.expr} is not None:"):
+                if not p.single:
+                    with src.block(f"if isinstance({p.expr}, list):"):
+                        src.line(f"{out}.extend({p.expr})")
+                with src.block(f"{'if' if p.single else 'elif'} {p.expr} is not None:"):
                     src.line(f"{out}.append({p.expr})")
             src.line(f"{out} = {out} or None")
-            return Part(out, True)
-        return Part(src.const(node), False, node)
+            return Part(out, True, plain=True)
+        return Part(src.const(node), False, node, _kept(node), True)
 
     def _dict(self, node: dict[str, Any], verbs: list[str], target: str) -> Part:
         if not verbs:
             return self.obj(node, target)
         try:
-            return Part(self.verb(verbs[0], node, target), True)
+            expr = self.verb(verbs[0], node, target)
         except CompileError as exc:  # keep going: every problem of a file is reported at once
             self.collected.errors.append(exc)
-            return Part("None", True)
+            return Part("None", True, plain=True, single=True)
+        return Part(expr, True, plain=self._plain(verbs[0], node), single=self._single(verbs[0], node))
+
+    def _plain(self, verb: str, node: dict[str, Any]) -> bool:
+        """Whether a compiled verb's value is never an empty list or mapping (its keep test is ``is not None``)."""
+        if verb in ("$format", "$first", "$each"):
+            return True
+        if verb in ("$value", "$date") and (verb == "$value" or node.get("part", "date") != "date"):
+            return False  # a value copied from the case may be anything
+        return not self.path(node[verb], node, record=False).many  # a [] path gives a list, maybe empty
+
+    def _single(self, verb: str, node: dict[str, Any]) -> bool:
+        """Whether a compiled verb's value is never a list."""
+        if verb in ("$each", "$first", "$value"):
+            return False
+        if verb == "$format":
+            return True
+        return self._plain(verb, node)  # a coded value, a date, a quantity or a reference unless over a [] path
 
     def obj(self, node: dict[str, Any], target: str) -> Part:
         """A literal mapping: kept when constant, dropped when all its computed fields are empty."""
@@ -238,7 +265,7 @@ class Compiler:
         parts = [(str(k), self.compile(v, f"{target}.{k}")) for k, v in node.items() if k != "$when"]
         if not any(p.dynamic for _, p in parts):  # a constant mapping is built once (outputs never mutate nested values)
             const = {k: p.value for k, p in parts if _kept(p.value)} or None
-            return Part(src.const(const), False, const)
+            return Part(src.const(const), False, const, True, True)
         out, filled = src.var("o"), src.var("f")
         src.line(f"{out} = {{}}")
         src.line(f"{filled} = False")
@@ -247,11 +274,11 @@ class Compiler:
                 if _kept(p.value):  # constants are kept as values, not computed per output
                     src.line(f"{out}[{k!r}] = {p.expr}")
                 continue
-            with src.block(f"if {KEEP.format(p.expr)}:"):
+            with src.block(f"if {p.keep()}:"):
                 src.line(f"{out}[{k!r}] = {p.expr}")
                 src.line(f"{filled} = True")
         src.line(f"{out} = {out} if {filled} else None")
-        return Part(out, True)
+        return Part(out, True, plain=True, single=True)
 
     def _condition_paths(self, spec: Any, node: Any) -> None:
         if isinstance(spec, dict):
@@ -284,7 +311,7 @@ class Compiler:
         src = self.src
         o = src.const(origin, "O")
         out = src.var("r")
-        src.line(f"{out} = [] if {p.many} else None")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
         with each_hit(src, p) as (v, w):
             src.line(f"touch(({w}, {o}, cur))")
             if p.many:
@@ -311,7 +338,7 @@ class Compiler:
         def convert(v: Any, where: str, run: Run) -> Any:
             v = text_of(v)
             if has_map:
-                key = normalize(str(v))
+                key = normalized(str(v))
                 if key not in table:
                     run.flag(where, v, origin, "value not in the mapping's map")
                     return None
@@ -357,14 +384,18 @@ class Compiler:
         system = node.get("system")
         as_coding = node.get("as") == "coding"
         terminology = self.terminology
+        known: Memo = Memo()  # source text → (found in the table, its codings)
 
-        def one(v: Any, where: str, run: Run) -> Any:
-            text = _text(text_of(v))
+        def lookup(text: str) -> tuple[bool, list[Coding]]:
             table = terminology.tables.get(name)
             entry = table.lookup(text) if table is not None else None
-            codings = [c for c in (entry.codings if entry else []) if system is None or c.system == system]
+            return entry is not None, [c for c in (entry.codings if entry else []) if system is None or c.system == system]
+
+        def one(v: Any, where: str, run: Run) -> Any:
+            text = v if type(v) is str else _text(text_of(v))
+            found, codings = known.get(text, lookup)
             if not codings:
-                reason = "unknown term" if entry is None else "no approved code"
+                reason = "no approved code" if found else "unknown term"
                 run.flag(where, text, origin, f"{reason} in table {name} (text kept, no code)")
             if want == "text":
                 return text
@@ -391,13 +422,18 @@ class Compiler:
                                "or derive (a sponsor --TESTCD made from the text)", line, col)
         keep_text = unknown == "text"
         derive = unknown == "derive"
+        known: Memo = Memo()  # source text → its term in the codelist (or None)
+
+        def lookup(text: str) -> Any:
+            cl = terminology.codelists.get(name)
+            return cl.lookup(text) if cl is not None else None
 
         def one(v: Any, where: str, run: Run) -> Any:
-            cl = terminology.codelists.get(name)
-            text = _text(text_of(v))
-            term = cl.lookup(text) if cl is not None else None
+            text = v if type(v) is str else _text(text_of(v))
+            term = known.get(text, lookup)
             if term is not None:
                 return term.submission_value
+            cl = terminology.codelists.get(name)
             if cl is not None and cl.extensible and keep_text:
                 run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
                 return text
@@ -440,8 +476,8 @@ class Compiler:
         terminology = self.terminology
 
         def one(v: Any, where: str, run: Run) -> Any:
-            number = next(walk(v, value_step, where), (None, ""))[0]
-            unit_hit = next(walk(v, unit_step, where), (None, ""))
+            number = _first_hit(v, value_step, where)[0]
+            unit_hit = _first_hit(v, unit_step, where)
             if number is None:
                 return None
             run.touch(f"{where}.{'.'.join(value_step)}", origin)
@@ -461,7 +497,7 @@ class Compiler:
         src = self.src
         fn = src.const(one, "F")
         out = src.var("r")
-        src.line(f"{out} = [] if {p.many} else None")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
         with each_hit(src, p) as (v, w):  # a quantity records what it read itself
             r = src.var("x")
             src.line(f"{r} = {fn}({v}, {w}, run)")
@@ -545,8 +581,16 @@ class Compiler:
         src.line(f"{out} = None")
         with ExitStack() as stack:  # each alternative is tried only when the ones before gave nothing
             for i, a in enumerate(arg):
+                if src.unreachable:  # after a constant alternative: compiled (checked) but never run
+                    self.compile(a, origin.target)
+                    continue
                 part = self.compile(a, origin.target)
-                with src.block(f"if {KEEP.format(part.expr)}:"):
+                if not part.dynamic:
+                    if _kept(part.value):
+                        src.line(f"{out} = {part.expr}")
+                        stack.enter_context(src.dead())
+                    continue
+                with src.block(f"if {part.keep()}:"):
                     src.line(f"{out} = {part.expr}")
                 if i < len(arg) - 1:
                     stack.enter_context(src.block("else:"))
@@ -561,6 +605,38 @@ def _refs(run: Run, v: Any, where: str, rule: str | None, origin: Origin) -> lis
     if isinstance(v, str):  # an id reference is read; a referenced entity's own fields are not
         run.touch(where, origin)
     return [{"reference": f"urn:uuid:{rid}"} for rid in run.ref_index(entity_path, rule)]
+
+
+def _first_hit(value: Any, steps: tuple[str, ...], where: str) -> tuple[Any, str]:
+    """The first (value, concrete path) of ``steps`` below ``value`` (as :func:`walk`), or (None, "")."""
+    if "[]" in steps:
+        return next(walk(value, steps, where), (None, ""))
+    for step in steps:
+        if not isinstance(value, dict) or step not in value:
+            return None, ""
+        value = value[step]
+        where = f"{where}.{step}" if where else step
+    return (value, where) if value is not None else (None, "")
+
+
+class Memo:
+    """A bounded memo of one compiled verb's lookups (terminology is fixed once a mapping set is loaded)."""
+
+    __slots__ = ("values",)
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.values: dict[Any, Any] = {}
+
+    def get(self, key: Any, compute: Callable[[Any], Any]) -> Any:
+        """The memoised ``compute(key)``."""
+        try:
+            return self.values[key]
+        except KeyError:
+            if len(self.values) >= self.SIZE:
+                self.values.clear()
+            value = self.values[key] = compute(key)
+            return value
 
 
 def _kept(value: Any) -> bool:
