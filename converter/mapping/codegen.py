@@ -30,6 +30,9 @@ class Source:
         self.depth = depth                # innermost scope level
         self.empty_paths = empty_paths    # per level: True when that level's document path is "" (the root)
         self.unreachable = False          # inside :meth:`dead`: lines are dropped
+        self.params_depth = depth         # levels passed as parameters (their fields can be read up front)
+        self.reads: dict[tuple[int, tuple[str, ...]], str] = {}  # (level, field names) → variable
+        self.read_lines: list[str] = []   # how each of those is read, at the top of the function
 
     def line(self, text: str) -> None:
         """Append one line at the current indentation."""
@@ -56,6 +59,17 @@ class Source:
         self.count += 1
         name = f"{prefix}{self.count}"
         self.ns[name] = value
+        return name
+
+    def read(self, level: int, steps: tuple[str, ...]) -> str:
+        """The variable holding the value at plain field names ``steps`` below level ``level`` (None when
+        absent), read once at the top of the function however often the template uses it."""
+        key = (level, steps)
+        name = self.reads.get(key)
+        if name is None:
+            base = self.read(level, steps[:-1]) if len(steps) > 1 else f"i{level}"
+            name = self.reads[key] = f"d{len(self.reads)}"
+            self.read_lines.append(f"{name} = {base}.get({steps[-1]!r}) if type({base}) is dict else None")
         return name
 
     def helper(self, name: str, fn: Any) -> str:
@@ -95,7 +109,7 @@ class Source:
         """Compile the function ``name(run, i0, w0, …)`` (or ``name(params)``) returning ``result``."""
         text = "\n".join(self.lines)
         used = [line for var, line in PROLOGUE if re.search(rf"\b{var}\b", text)]
-        body = ["    " + p for p in used] + self.lines + [f"    return {result}"]
+        body = ["    " + p for p in used + self.read_lines] + self.lines + [f"    return {result}"]
         params = params if params is not None else "run, " + self.params()
         text = f"def {name}({params}):\n" + "\n".join(body) + "\n"
         code = compile(text, self.filename, "exec")

@@ -98,9 +98,12 @@ def each_hit(src: Source, path: Path) -> Iterator[tuple[str, str]]:
         with walk_code(src, item, where, path.steps, src.empty_paths[base]) as (v, w):
             yield v, w
         return
-    src.line(f"{v} = {item}")
-    for step in path.steps:
-        src.line(f"{v} = {v}.get({step!r}) if type({v}) is dict else None")
+    if path.steps and base <= src.params_depth and not src.unreachable:
+        v = src.read(base, path.steps)  # a field of a level the function is given: read up front, once
+    else:
+        src.line(f"{v} = {item}")
+        for step in path.steps:
+            src.line(f"{v} = {v}.get({step!r}) if type({v}) is dict else None")
     with src.block(f"if {v} is not None:"):
         if not path.steps:
             src.line(f"{w} = {where}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from hashlib import sha1
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,6 +38,7 @@ VERB_OPTIONS: dict[str, tuple[str, ...]] = {
     "$first": (),
 }
 NAMESPACE = uuid.UUID("6f1b2c1e-6a55-5c1f-9a63-0c4a5e2b7d10")
+_NAMESPACE_BYTES = NAMESPACE.bytes
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _INDEX = re.compile(r"\[\d+\]")
 
@@ -90,8 +92,12 @@ def resource_key(item: Any, where: str) -> str:
 
 
 def resource_id(case_id: str, rule_id: str, key: str) -> str:
-    """Deterministic resource id: UUIDv5 of case id + rule + key."""
-    return str(uuid.uuid5(NAMESPACE, f"{case_id}|{rule_id}|{key}"))
+    """Deterministic resource id: UUIDv5 of case id + rule + key (``str(uuid.uuid5(NAMESPACE, …))``)."""
+    digest = bytearray(sha1(_NAMESPACE_BYTES + f"{case_id}|{rule_id}|{key}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def pattern_of(where: str) -> str:
