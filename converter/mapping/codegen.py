@@ -30,14 +30,20 @@ class Source:
         self.depth = depth                # innermost scope level
         self.empty_paths = empty_paths    # per level: True when that level's document path is "" (the root)
         self.unreachable = False          # inside :meth:`dead`: lines are dropped
-        self.params_depth = depth         # levels passed as parameters (their fields can be read up front)
+        self.params_depth = depth         # levels given up front (their fields can be read ahead, once)
         self.reads: dict[tuple[int, tuple[str, ...]], str] = {}  # (level, field names) → variable
-        self.read_lines: list[str] = []   # how each of those is read, at the top of the function
+        self.read_at = (0, 1)             # where the next field read is inserted: (line index, indentation)
+        self.written = 0                  # lines appended so far (an empty block gets ``pass``)
 
     def line(self, text: str) -> None:
         """Append one line at the current indentation."""
         if not self.unreachable:
             self.lines.append("    " * self.indent + text)
+            self.written += 1
+
+    def reads_here(self) -> None:
+        """Insert the field reads of the code that follows at this point (by default: the function's top)."""
+        self.read_at = (len(self.lines), self.indent)
 
     @contextmanager
     def dead(self) -> Iterator[None]:
@@ -63,13 +69,15 @@ class Source:
 
     def read(self, level: int, steps: tuple[str, ...]) -> str:
         """The variable holding the value at plain field names ``steps`` below level ``level`` (None when
-        absent), read once at the top of the function however often the template uses it."""
+        absent), read once ahead of the code (see :meth:`reads_here`) however often the template uses it."""
         key = (level, steps)
         name = self.reads.get(key)
         if name is None:
             base = self.read(level, steps[:-1]) if len(steps) > 1 else f"i{level}"
             name = self.reads[key] = f"d{len(self.reads)}"
-            self.read_lines.append(f"{name} = {base}.get({steps[-1]!r}) if type({base}) is dict else None")
+            at, indent = self.read_at
+            self.lines.insert(at, "    " * indent + f"{name} = {base}.get({steps[-1]!r}) if type({base}) is dict else None")
+            self.read_at = (at + 1, indent)
         return name
 
     def helper(self, name: str, fn: Any) -> str:
@@ -82,11 +90,11 @@ class Source:
         """An indented block under ``header`` (``if …:``, ``for …:``); an empty body becomes ``pass``."""
         self.line(header)
         self.indent += 1
-        before = len(self.lines)
+        before = self.written
         try:
             yield
         finally:
-            if len(self.lines) == before and not self.unreachable:
+            if self.written == before and not self.unreachable:
                 self.line("pass")
             self.indent -= 1
 
@@ -106,10 +114,10 @@ class Source:
         return ", ".join(f"i{d}, w{d}" for d in range(1 + (self.depth if depth is None else depth)))
 
     def build(self, name: str, result: str, params: str | None = None) -> Callable[..., Any]:
-        """Compile the function ``name(run, i0, w0, …)`` (or ``name(params)``) returning ``result``."""
+        """Compile the function ``name(run, i0, w0, …)`` (or ``name(params)``) returning ``result`` (if any)."""
         text = "\n".join(self.lines)
         used = [line for var, line in PROLOGUE if re.search(rf"\b{var}\b", text)]
-        body = ["    " + p for p in used + self.read_lines] + self.lines + [f"    return {result}"]
+        body = ["    " + p for p in used] + self.lines + ([f"    return {result}"] if result else [])
         params = params if params is not None else "run, " + self.params()
         text = f"def {name}({params}):\n" + "\n".join(body) + "\n"
         code = compile(text, self.filename, "exec")

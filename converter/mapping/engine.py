@@ -16,22 +16,9 @@ from typing import Any, Iterator
 
 from converter.case.model import Case, resolve_path
 from converter.errors import MappingError
-from converter.mapping.rules import Chain, MappingFile, Rule
+from converter.mapping.rules import Chain, MappingFile, Row, Rule
 from converter.mapping.terminology import Terminology
-from converter.mapping.paths import resolve_in
 from converter.mapping.verbs import Origin, Run, pattern_of, resource_id, resource_key
-
-
-@dataclass(slots=True)
-class Row:
-    """One SDTM row a rule produced, before the SDTM builder adds keys and sequence numbers."""
-
-    domain: str
-    values: dict[str, Any]
-    rule: Rule
-    entity: str                           # business key of the source entity (its id or path)
-    supp: list[tuple[str, str, Any, str]] = field(default_factory=list)  # (QNAM, QLABEL, QVAL, QORIG)
-    related: list[str] = field(default_factory=list)  # entity ids this row is related to (RELREC)
 
 
 @dataclass(slots=True)
@@ -149,48 +136,13 @@ class MappingSet:
         resources: list[dict[str, Any]] = []
         resource_rules: list[Rule] = []
         rows: list[Row] = []
-        touched = run.touched
         work = [(rule, rule.items(data, "")) for f in self.files if f.target in targets for rule in f.rules]
         for rule, chains in work:  # every entity a reference may point to, before any rule emits
             for chain in chains:
                 seen[chain[-1]] = (rule.pattern, chain)
         for rule, chains in work:
-            item_origin = rule.origin
-            when, emit = rule.when, rule.emit
-            for chain in chains:
-                item, path = chain[-2], chain[-1]
-                if when is not None and not when(run, *chain):
-                    continue
-                key = resource_key(item, path)
-                if rule.target == "fhir":
-                    rid = rid_of(rule.id, key)
-                    run.current = current = (rule.kind, rid)
-                    if isinstance(item, dict) and "id" in item:
-                        touched.append((f"{path}.id", item_origin, current))
-                    body = emit(run, *chain) or {}
-                    resource: dict[str, Any] = {"resourceType": rule.kind, "id": rid}
-                    if rule.profile:
-                        resource["meta"] = {"profile": [rule.profile]}
-                    resource.update(body)
-                    resources.append(resource)
-                    resource_rules.append(rule)
-                else:
-                    values: dict[str, Any] = {}
-                    run.current = values
-                    if isinstance(item, dict) and "id" in item:
-                        touched.append((f"{path}.id", item_origin, values))
-                    values.update(emit(run, *chain) or {})
-                    row = Row(rule.kind, values, rule, key)
-                    if rule.supp_values is not None:
-                        for s, qval in zip(rule.supp, rule.supp_values(run, *chain)):
-                            if qval not in (None, "", []):
-                                row.supp.append((s.qnam, s.label, qval, s.origin))
-                    for rel in rule.relrec:
-                        for v, where in resolve_in(rel, chain):
-                            if isinstance(v, str):
-                                row.related.append(v)
-                                touched.append((where, item_origin, values))
-                    rows.append(row)
+            if chains:
+                rule.produce(run, rule, chains, rid_of, resources, resource_rules, rows)
         run.ref_index = _no_refs  # break the run ↔ closure cycle: the case is freed by refcounting, not the GC
         return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
 

@@ -123,15 +123,6 @@ def hit_list(src: Source, path: Path) -> str:
     return hits
 
 
-def resolve_in(path: Path, chain: tuple[Any, ...]) -> list[tuple[Any, str]]:
-    """Evaluate a compiled path in a scope chain ``(i0, w0, i1, w1, …)``: every (value, concrete path)."""
-    depth = len(chain) // 2 - 1
-    base = 0 if path.up == -1 else depth - path.up
-    if base < 0:
-        return []
-    return list(walk(chain[2 * base], path.steps, chain[2 * base + 1]))
-
-
 @contextmanager
 def walk_code(src: Source, item: str, where: str, steps: tuple[str, ...], empty: bool) -> Iterator[tuple[str, str]]:
     """Generate :func:`walk` inline: nested loops over ``steps`` from the variable ``item`` (document path

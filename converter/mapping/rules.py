@@ -5,14 +5,14 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from converter.mapping.casepaths import with_lists
 from converter.mapping.codegen import Source
-from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk_code
+from converter.mapping.paths import Path, PathSyntaxError, each_hit, parse_path, walk_code
 from converter.mapping.terminology import Terminology
 from converter.mapping.verbs import Collected, CompileError, Compiler, Origin
 
@@ -21,21 +21,13 @@ Chain = tuple[Any, ...]  # a scope chain: (root, "", item, its path, …) from t
 
 
 @dataclass(slots=True)
-class Supp:
-    """One SUPPQUAL qualifier a rule sends: QNAM, QLABEL and the compiled value."""
-
-    qnam: str
-    label: str
-    origin: str = "CRF"
-
-
-@dataclass(slots=True)
 class Rule:
     """One compiled rule: which items it iterates, and what it emits for each.
 
-    ``items``, ``when``, ``emit`` and ``supp_values`` are generated functions (:mod:`converter.mapping.codegen`);
-    ``when``, ``emit`` and ``supp_values`` (a tuple: one value per ``supp``) take the run and the item's scope
-    chain: ``emit(run, *chain)``.
+    ``items``, ``when`` and ``produce`` are generated functions (:mod:`converter.mapping.codegen`):
+    ``items(root, "")`` lists the scope chain of every item; ``when(run, *chain)`` is the rule condition
+    alone (for ``$ref``); ``produce(run, rule, chains, rid_of, resources, resource_rules, rows)`` runs the
+    rule over those items, appending each FHIR resource (and this rule) or SDTM :class:`Row`.
     """
 
     id: str
@@ -46,15 +38,23 @@ class Rule:
     for_each: Path
     pattern: str                      # schema pattern of the items, e.g. "therapy_lines[].agents[]"
     when: Callable[..., bool] | None
-    emit: Callable[..., Any]
-    items: Callable[[Any, str], list[Chain]]  # every item of a case: items(root, ""), each as its scope chain
-    origin: Origin                    # what reading an item's own id feeds (the resource / row itself)
+    items: Callable[[Any, str], list[Chain]]
+    produce: Callable[..., None]
     profile: str = ""
-    supp: list[Supp] = field(default_factory=list)
-    supp_values: Callable[..., tuple[Any, ...]] | None = None
-    relrec: list[Path] = field(default_factory=list)
     description: str = ""
     template: Any = None              # the raw template (documentation)
+
+
+@dataclass(slots=True)
+class Row:
+    """One SDTM row a rule produced, before the SDTM builder adds keys and sequence numbers."""
+
+    domain: str
+    values: dict[str, Any]
+    rule: Rule
+    entity: str                           # business key of the source entity (its id or path)
+    supp: list[tuple[str, str, Any, str]] = field(default_factory=list)  # (QNAM, QLABEL, QVAL, QORIG)
+    related: list[str] = field(default_factory=list)  # entity ids this row is related to (RELREC)
 
 
 @dataclass(slots=True)
@@ -166,25 +166,64 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     body_key = "resource" if target == "fhir" else "row"
     if body_key not in spec:
         raise CompileError(f"rule {rule_id} has no '{body_key}:' template", line, col)
-    src = compiler.start("emit", line)
-    emit = src.build("emit", compiler.compile(spec[body_key], kind).expr)
-    supp = []
-    src = compiler.start("supp", line)
-    values = []
+    src = compiler.start("produce", line)
+    src.line(f"for {src.params()} in chains:")
+    src.indent = 2
+    if when is not None:
+        src.line("cur = run.current")
+        src.reads_here()
+        cond = compiler.condition(spec["when"], Origin(file, line, rule_id, f"{kind} (rule condition)"))
+        with src.block(f"if not {cond}:"):
+            src.line("continue")
+    item, where = f"i{src.depth}", f"w{src.depth}"
+    own_id = src.const(Origin(file, line, rule_id, kind), "O")  # reading an item's id feeds the output itself
+    src.line(f"key = {item}['id'] if isinstance({item}, dict) and isinstance({item}.get('id'), str) else {where}")
+    if target == "fhir":
+        src.line(f"rid = rid_of({src.const(rule_id)}, key)")
+        src.line(f"run.current = cur = ({src.const(kind)}, rid)")
+    else:
+        src.line("values = {}")
+        src.line("run.current = cur = values")
+    with src.block(f"if isinstance({item}, dict) and 'id' in {item}:"):
+        src.line(f"touch(({where} + '.id', {own_id}, cur))")
+    src.reads_here()
+    body = compiler.compile(spec[body_key], kind).expr
+    profile = str(spec.get("profile", ""))
+    if target == "fhir":
+        src.line(f"resource = {{'resourceType': {src.const(kind)}, 'id': rid}}")
+        if profile:
+            src.line(f"resource['meta'] = {{'profile': [{src.const(profile)}]}}")
+        src.line(f"resource.update({body} or {{}})")
+        src.line("resources.append(resource)")
+        src.line("resource_rules.append(rule)")
+    else:
+        src.line(f"values.update({body} or {{}})")
+        src.line(f"row = {src.helper('Row', Row)}({src.const(kind)}, values, rule, key)")
+        _supp(spec, kind, compiler, src)
+        if "relrec" in spec:
+            for text in spec["relrec"] if isinstance(spec["relrec"], list) else [spec["relrec"]]:
+                with each_hit(src, compiler.path(text, spec)) as (v, w), src.block(f"if isinstance({v}, str):"):
+                    src.line(f"row.related.append({v})")
+                    src.line(f"touch(({w}, {own_id}, cur))")
+        src.line("rows.append(row)")
+    produce = src.build("produce", "", "run, rule, chains, rid_of, resources, resource_rules, rows")
+    pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
+    return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when,
+                _items(for_each.steps, f"<mapping {file}:{line} rule {rule_id} for_each>"), produce, profile,
+                str(spec.get("description", "")), spec[body_key])
+
+
+def _supp(spec: dict[str, Any], kind: str, compiler: Compiler, src: Source) -> None:
+    """Generate the SUPP-- qualifiers of a row: each value that is not empty, in the order of the mapping."""
+    empty = src.const((None, "", []))
     for qnam, qspec in (spec.get("supp") or {}).items():
         if not isinstance(qspec, dict) or "value" not in qspec:
             raise CompileError(f"supp {qnam}: needs label and value", *pos(spec["supp"], qnam))
-        values.append(compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}").expr)
-        supp.append(Supp(str(qnam), str(qspec.get("label", qnam)), str(qspec.get("origin", "CRF"))))
-    supp_values = src.build("supp", f"({', '.join(values)},)") if supp else None
-    relrec: list[Path] = []
-    if "relrec" in spec:
-        specs = spec["relrec"] if isinstance(spec["relrec"], list) else [spec["relrec"]]
-        relrec = [compiler.path(r, spec) for r in specs]
-    pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
-    return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when, emit,
-                _items(for_each.steps, f"<mapping {file}:{line} rule {rule_id} for_each>"), Origin(file, line, rule_id, kind),
-                str(spec.get("profile", "")), supp, supp_values, relrec, str(spec.get("description", "")), spec[body_key])
+        value = compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}").expr
+        qualifier = (str(qnam), str(qspec.get("label", qnam)))
+        with src.block(f"if {value} not in {empty}:"):
+            src.line(f"row.supp.append(({src.const(qualifier[0])}, {src.const(qualifier[1])}, {value}, "
+                     f"{src.const(str(qspec.get('origin', 'CRF')))}))")
 
 
 def _items(steps: tuple[str, ...], filename: str) -> Callable[[Any], list[Chain]]:
