@@ -108,15 +108,17 @@ def _read(path: Path, src: Source, origin: str) -> str:
     return hits
 
 
-_NORMALIZED: dict[str, str] = {}
-_NORMALIZED_MAX = 8192
-
-
-def normalized(text: str) -> str:
+class _Normalized(dict):  # type: ignore[type-arg]
     """:func:`normalize` with a bounded memo (conditions and maps compare the same few texts again and again)."""
-    folded = _NORMALIZED.get(text)
-    if folded is None:
-        if len(_NORMALIZED) >= _NORMALIZED_MAX:
-            _NORMALIZED.clear()
-        folded = _NORMALIZED[text] = normalize(text)
-    return folded
+
+    __slots__ = ()
+    SIZE = 8192
+
+    def __missing__(self, text: str) -> str:
+        if len(self) >= self.SIZE:
+            self.clear()
+        folded = self[text] = normalize(text)
+        return folded
+
+
+normalized = _Normalized().__getitem__

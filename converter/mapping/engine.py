@@ -68,6 +68,7 @@ class MappingSet:
     terminology: Terminology
     digest: str
     by_pattern: dict[str, list[Rule]] = field(default_factory=dict)
+    ref_rules: dict[tuple[str, str | None], list[Rule]] = field(default_factory=dict)  # by (pattern, rule id)
 
     @classmethod
     def load(cls, folder: Path | None = None, *, strict: bool = True) -> "MappingSet":
@@ -90,7 +91,7 @@ class MappingSet:
 
     def index(self) -> None:
         """Index FHIR rules by the pattern of the entities they turn into resources (for ``$ref``)."""
-        self.by_pattern = {}
+        self.by_pattern, self.ref_rules = {}, {}
         for rule in self.rules:
             if rule.target == "fhir":
                 self.by_pattern.setdefault(rule.pattern, []).append(rule)
@@ -99,7 +100,7 @@ class MappingSet:
         """Run every rule over one case."""
         data = case.data
         case_id = case.case_id
-        by_pattern = self.by_pattern
+        by_pattern, ref_rules = self.by_pattern, self.ref_rules
         rids: dict[tuple[str, str], str] = {}  # resource ids of this case (a per-case cache), by (rule, key)
 
         def rid_of(rule_id: str, key: str) -> str:
@@ -121,28 +122,34 @@ class MappingSet:
 
         def _ref_ids(entity_path: str, rule_id: str | None) -> list[str]:
             pattern, chain = seen.get(entity_path) or (pattern_of(entity_path), None)
-            rules = by_pattern.get(pattern)
+            rules = ref_rules.get((pattern, rule_id))
+            if rules is None:
+                rules = ref_rules[(pattern, rule_id)] = [r for r in by_pattern.get(pattern, [])
+                                                         if not rule_id or r.id == rule_id]
             if not rules:
                 return []
-            if rule_id:
-                rules = [r for r in rules if r.id == rule_id]
             if chain is None:  # an entity no rule of this case iterates
                 chain = _chain_at(entity_path, data)
             key = resource_key(chain[-2], entity_path)
-            emitted = [r for r in rules if r.when is None or r.when(run, *chain)]
-            return [rid_of(r.id, key) for r in emitted]
+            return ["urn:uuid:" + rid_of(r.id, key) for r in rules if r.when is None or r.when(run, *chain)]
 
         run = Run(case_id, data, case.ids, self.terminology, ref_index)
         resources: list[dict[str, Any]] = []
         resource_rules: list[Rule] = []
         rows: list[Row] = []
-        work = [(rule, rule.items(data, "")) for f in self.files if f.target in targets for rule in f.rules]
-        for rule, chains in work:  # every entity a reference may point to, before any rule emits
-            for chain in chains:
-                seen[chain[-1]] = (rule.pattern, chain)
-        for rule, chains in work:
-            if chains:
-                rule.produce(run, rule, chains, rid_of, resources, resource_rules, rows)
+        # every item of every rule, each entity recorded for references before any rule emits
+        items: dict[tuple[str, ...], list[Chain]] = {}  # by for_each path: rules over the same items share them
+        for f in self.files:
+            if f.target in targets:
+                for rule in f.rules:
+                    if rule.for_each.steps not in items:
+                        items[rule.for_each.steps] = rule.items(data, "", seen)
+        for f in self.files:
+            if f.target in targets:
+                for rule in f.rules:
+                    chains = items[rule.for_each.steps]
+                    if chains:
+                        rule.produce(run, rule, chains, rid_of, resources, resource_rules, rows)
         run.ref_index = _no_refs  # break the run ↔ closure cycle: the case is freed by refcounting, not the GC
         return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
 

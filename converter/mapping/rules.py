@@ -25,7 +25,7 @@ class Rule:
     """One compiled rule: which items it iterates, and what it emits for each.
 
     ``items``, ``when`` and ``produce`` are generated functions (:mod:`converter.mapping.codegen`):
-    ``items(root, "")`` lists the scope chain of every item; ``when(run, *chain)`` is the rule condition
+    ``items(root, "", seen)`` lists the scope chain of every item (see :func:`_items`); ``when(run, *chain)`` is the rule condition
     alone (for ``$ref``); ``produce(run, rule, chains, rid_of, resources, resource_rules, rows)`` runs the
     rule over those items, appending each FHIR resource (and this rule) or SDTM :class:`Row`.
     """
@@ -38,7 +38,7 @@ class Rule:
     for_each: Path
     pattern: str                      # schema pattern of the items, e.g. "therapy_lines[].agents[]"
     when: Callable[..., bool] | None
-    items: Callable[[Any, str], list[Chain]]
+    items: Callable[..., list[Chain]]
     produce: Callable[..., None]
     profile: str = ""
     description: str = ""
@@ -208,8 +208,9 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
         src.line("rows.append(row)")
     produce = src.build("produce", "", "run, rule, chains, rid_of, resources, resource_rules, rows")
     pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
-    return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when,
-                _items(for_each.steps, f"<mapping {file}:{line} rule {rule_id} for_each>"), produce, profile,
+    pattern = pattern.replace(".[]", "[]")
+    return Rule(rule_id, file, line, target, kind, for_each, pattern, when,
+                _items(for_each.steps, pattern, f"<mapping {file}:{line} rule {rule_id} for_each>"), produce, profile,
                 str(spec.get("description", "")), spec[body_key])
 
 
@@ -226,8 +227,11 @@ def _supp(spec: dict[str, Any], kind: str, compiler: Compiler, src: Source) -> N
                      f"{src.const(str(qspec.get('origin', 'CRF')))}))")
 
 
-def _items(steps: tuple[str, ...], filename: str) -> Callable[[Any], list[Chain]]:
-    """Generate the item loop of a ``for_each`` path: one nested loop per list level (``..`` = enclosing item)."""
+def _items(steps: tuple[str, ...], pattern: str, filename: str) -> Callable[..., list[Chain]]:
+    """Generate the item loop of a ``for_each`` path: one nested loop per list level (``..`` = enclosing item).
+
+    ``items(root, "", seen)`` returns every item's scope chain and records it in ``seen`` (document path →
+    (``pattern``, chain)), the entities ``$ref`` may point to."""
     groups: list[tuple[str, ...]] = []
     current: list[str] = []
     for step in steps:
@@ -243,8 +247,10 @@ def _items(steps: tuple[str, ...], filename: str) -> Callable[[Any], list[Chain]
         for level, group in enumerate(groups):
             v, w = stack.enter_context(walk_code(src, f"i{level}", f"w{level}", group, level == 0))
             src.line(f"i{level + 1}, w{level + 1} = {v}, {w}")
-        src.line(f"out.append(({src.params(len(groups))},))")
-    return src.build("items", "out", "i0, w0")
+        src.line(f"chain = ({src.params(len(groups))},)")
+        src.line("out.append(chain)")
+        src.line(f"seen[w{len(groups)}] = ({src.const(pattern)}, chain)")
+    return src.build("items", "out", "i0, w0, seen")
 
 
 def _scope_chain(steps: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:

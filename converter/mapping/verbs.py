@@ -23,7 +23,7 @@ from converter.mapping.casepaths import is_list
 from converter.mapping.codegen import Source
 from converter.mapping.conditions import compile_condition, normalized, text_of
 from converter.mapping.paths import Path, PathSyntaxError, each_hit, hit_list, parse_path, walk
-from converter.mapping.terminology import Coding, Terminology, normalize
+from converter.mapping.terminology import Terminology, normalize
 
 VERBS = ("$value", "$code", "$ct", "$date", "$quantity", "$ref", "$each", "$format", "$first")
 VERB_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -69,7 +69,7 @@ class Run:
     data: dict[str, Any]
     ids: dict[str, str]
     terminology: Terminology
-    ref_index: Callable[[str, str | None], list[str]]
+    ref_index: Callable[[str, str | None], list[str]]  # (entity path, rule id) → "urn:uuid:<resource id>" of each
     touched: list[tuple[str, Origin, Any]] = field(default_factory=list)
     unmapped: list[dict[str, str]] = field(default_factory=list)
     current: Any = None  # the resource / row being built
@@ -390,28 +390,31 @@ class Compiler:
         system = node.get("system")
         as_coding = node.get("as") == "coding"
         terminology = self.terminology
-        known: Memo = Memo()  # source text → (found in the table, its codings)
-
-        def lookup(text: str) -> tuple[bool, list[Coding]]:
+        def lookup(text: str) -> tuple[str | None, tuple[dict[str, str], ...], Any]:
+            """(why it is flagged or None, its codings as FHIR Codings to copy, the wanted field of the first)."""
             table = terminology.tables.get(name)
             entry = table.lookup(text) if table is not None else None
-            return entry is not None, [c for c in (entry.codings if entry else []) if system is None or c.system == system]
+            codings = [c for c in (entry.codings if entry else []) if system is None or c.system == system]
+            reason = None
+            if not codings:
+                reason = f"{'unknown term' if entry is None else 'no approved code'} in table {name} (text kept, no code)"
+            fhir = tuple({"system": c.system, "code": c.code, "display": c.display} if c.display else
+                         {"system": c.system, "code": c.code} for c in codings)
+            return reason, fhir, getattr(codings[0], want) if codings and want not in ("concept", "text") else None
+        known = Memo(lookup)  # source text → lookup(text)
 
         def one(v: Any, where: str, run: Run) -> Any:
             text = v if type(v) is str else _text(text_of(v))
-            found, codings = known.get(text, lookup)
-            if not codings:
-                reason = "no approved code" if found else "unknown term"
-                run.flag(where, text, origin, f"{reason} in table {name} (text kept, no code)")
+            reason, fhir, value = known[text]
+            if reason is not None:
+                run.flag(where, text, origin, reason)
             if want == "text":
                 return text
             if want != "concept":
-                return getattr(codings[0], want) if codings else None
-            out = [{"system": c.system, "code": c.code, "display": c.display} if c.display else
-                   {"system": c.system, "code": c.code} for c in codings]
+                return value
             if as_coding:
-                return out[0] if out else None
-            return {"coding": out, "text": text} if out else {"text": text}
+                return dict(fhir[0]) if fhir else None
+            return {"coding": list(map(dict, fhir)), "text": text} if fhir else {"text": text}
 
         return self._gather(p, origin, self.src.const(one, "F") + "({0}, {1}, run)")
 
@@ -428,15 +431,14 @@ class Compiler:
                                "or derive (a sponsor --TESTCD made from the text)", line, col)
         keep_text = unknown == "text"
         derive = unknown == "derive"
-        known: Memo = Memo()  # source text → its term in the codelist (or None)
-
         def lookup(text: str) -> Any:
             cl = terminology.codelists.get(name)
             return cl.lookup(text) if cl is not None else None
+        known = Memo(lookup)  # source text → its term in the codelist (or None)
 
         def one(v: Any, where: str, run: Run) -> Any:
             text = v if type(v) is str else _text(text_of(v))
-            term = known.get(text, lookup)
+            term = known[text]
             if term is not None:
                 return term.submission_value
             cl = terminology.codelists.get(name)
@@ -518,13 +520,27 @@ class Compiler:
         p = self.path(arg, node)
         rule = node.get("rule")  # checked by the linter against the rule ids of the whole set
         src = self.src
-        call = f"{src.helper('_refs', _refs)}(run, {{0}}, {{1}}, {src.const(rule)}, {src.const(origin, 'O')})"
         out = src.var("r")
-        src.line(f"{out} = []")
+        if p.many:
+            call = f"{src.helper('_refs', _refs)}(run, {{0}}, {{1}}, {src.const(rule)}, {src.const(origin, 'O')})"
+            src.line(f"{out} = []")
+            with each_hit(src, p) as (v, w):
+                src.line(f"{out}.extend({call.format(v, w)})")
+            return out
+        # one value: an entity id (read, resolved through the case's ids) or the entity itself; the first target
+        entity, urns = src.var("e"), src.var("u")
+        src.line(f"{out} = None")
         with each_hit(src, p) as (v, w):
-            src.line(f"{out}.extend({call.format(v, w)})")
-        if not p.many:
-            src.line(f"{out} = {out}[0] if {out} else None")
+            with src.block(f"if isinstance({v}, str):"):
+                src.line(f"{entity} = run.ids.get({v})")
+                with src.block(f"if {entity} is not None:"):
+                    src.line(f"touch(({w}, {src.const(origin, 'O')}, cur))")
+            with src.block("else:"):
+                src.line(f"{entity} = {w}")
+            with src.block(f"if {entity} is not None:"):
+                src.line(f"{urns} = run.ref_index({entity}, {src.const(rule)})")
+                with src.block(f"if {urns}:"):
+                    src.line(f"{out} = {{'reference': {urns}[0]}}")
         return out
 
     def v_each(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
@@ -610,7 +626,7 @@ def _refs(run: Run, v: Any, where: str, rule: str | None, origin: Origin) -> lis
         return []
     if isinstance(v, str):  # an id reference is read; a referenced entity's own fields are not
         run.touch(where, origin)
-    return [{"reference": f"urn:uuid:{rid}"} for rid in run.ref_index(entity_path, rule)]
+    return [{"reference": urn} for urn in run.ref_index(entity_path, rule)]
 
 
 def _first_hit(value: Any, steps: tuple[str, ...], where: str) -> tuple[Any, str]:
@@ -625,24 +641,22 @@ def _first_hit(value: Any, steps: tuple[str, ...], where: str) -> tuple[Any, str
     return (value, where) if value is not None else (None, "")
 
 
-class Memo:
-    """A bounded memo of one compiled verb's lookups (terminology is fixed once a mapping set is loaded)."""
+class Memo(dict):  # type: ignore[type-arg]
+    """A bounded memo of one compiled verb's lookups (terminology is fixed once a mapping set is loaded):
+    ``memo[key]`` is ``compute(key)``, computed once."""
 
-    __slots__ = ("values",)
+    __slots__ = ("compute",)
     SIZE = 4096
 
-    def __init__(self) -> None:
-        self.values: dict[Any, Any] = {}
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.compute = compute
 
-    def get(self, key: Any, compute: Callable[[Any], Any]) -> Any:
-        """The memoised ``compute(key)``."""
-        try:
-            return self.values[key]
-        except KeyError:
-            if len(self.values) >= self.SIZE:
-                self.values.clear()
-            value = self.values[key] = compute(key)
-            return value
+    def __missing__(self, key: Any) -> Any:
+        if len(self) >= self.SIZE:
+            self.clear()
+        value = self[key] = self.compute(key)
+        return value
 
 
 def _kept(value: Any) -> bool:
