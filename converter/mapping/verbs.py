@@ -39,6 +39,7 @@ VERB_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 NAMESPACE = uuid.UUID("6f1b2c1e-6a55-5c1f-9a63-0c4a5e2b7d10")
 _NAMESPACE_BYTES = NAMESPACE.bytes
+_VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}  # a hex digit with the RFC 4122 variant bits set
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _INDEX = re.compile(r"\[\d+\]")
 
@@ -93,11 +94,8 @@ def resource_key(item: Any, where: str) -> str:
 
 def resource_id(case_id: str, rule_id: str, key: str) -> str:
     """Deterministic resource id: UUIDv5 of case id + rule + key (``str(uuid.uuid5(NAMESPACE, …))``)."""
-    digest = bytearray(sha1(_NAMESPACE_BYTES + f"{case_id}|{rule_id}|{key}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = sha1(_NAMESPACE_BYTES + f"{case_id}|{rule_id}|{key}".encode()).hexdigest()  # the first 32 digits are the UUID
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"  # version 5, RFC 4122 variant
 
 
 def pattern_of(where: str) -> str:
@@ -402,21 +400,33 @@ class Compiler:
                          {"system": c.system, "code": c.code} for c in codings)
             return reason, fhir, getattr(codings[0], want) if codings and want not in ("concept", "text") else None
         known = Memo(lookup)  # source text → lookup(text)
-
-        def one(v: Any, where: str, run: Run) -> Any:
-            text = v if type(v) is str else _text(text_of(v))
-            reason, fhir, value = known[text]
-            if reason is not None:
-                run.flag(where, text, origin, reason)
-            if want == "text":
-                return text
-            if want != "concept":
-                return value
-            if as_coding:
-                return dict(fhir[0]) if fhir else None
-            return {"coding": list(map(dict, fhir)), "text": text} if fhir else {"text": text}
-
-        return self._gather(p, origin, self.src.const(one, "F") + "({0}, {1}, run)")
+        if want == "text":
+            result = "{text}"
+        elif want != "concept":
+            result = "{value}"
+        elif as_coding:
+            result = "dict({fhir}[0]) if {fhir} else None"
+        else:
+            result = "{{'coding': list(map(dict, {fhir})), 'text': {text}}} if {fhir} else {{'text': {text}}}"
+        src = self.src
+        memo, o = src.const(known, "M"), src.const(origin, "O")
+        text, reason, fhir, value = src.var("t"), src.var("q"), src.var("c"), src.var("x")
+        out = src.var("r")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
+        with each_hit(src, p) as (v, w):
+            src.line(f"touch(({w}, {o}, cur))")
+            src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
+            src.line(f"{reason}, {fhir}, {value} = {memo}[{text}]")
+            with src.block(f"if {reason} is not None:"):
+                src.line(f"run.flag({w}, {text}, {o}, {reason})")
+            code = result.format(text=text, fhir=fhir, value=value)
+            if not p.many:
+                src.line(f"{out} = {code}")
+            else:
+                src.line(f"{value} = {code}")
+                with src.block(f"if {value} is not None:"):
+                    src.line(f"{out}.append({value})")
+        return out
 
     def v_ct(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
@@ -436,11 +446,7 @@ class Compiler:
             return cl.lookup(text) if cl is not None else None
         known = Memo(lookup)  # source text → its term in the codelist (or None)
 
-        def one(v: Any, where: str, run: Run) -> Any:
-            text = v if type(v) is str else _text(text_of(v))
-            term = known[text]
-            if term is not None:
-                return term.submission_value
+        def uncoded(text: str, where: str, run: Run) -> Any:
             cl = terminology.codelists.get(name)
             if cl is not None and cl.extensible and keep_text:
                 run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
@@ -452,7 +458,23 @@ class Compiler:
                 return code
             run.flag(where, text, origin, f"not in non-extensible codelist {name}: left empty")
             return None
-        return self._gather(p, origin, self.src.const(one, "F") + "({0}, {1}, run)")
+
+        src = self.src
+        memo, o, text, term = src.const(known, "M"), src.const(origin, "O"), src.var("t"), src.var("m")
+        out = src.var("r")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
+        with each_hit(src, p) as (v, w):
+            src.line(f"touch(({w}, {o}, cur))")
+            src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
+            src.line(f"{term} = {memo}[{text}]")
+            value = f"{term}.submission_value if {term} is not None else {src.const(uncoded, 'F')}({text}, {w}, run)"
+            if not p.many:
+                src.line(f"{out} = {value}")
+            else:
+                src.line(f"{term} = {value}")
+                with src.block(f"if {term} is not None:"):
+                    src.line(f"{out}.append({term})")
+        return out
 
     def v_date(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
