@@ -129,4 +129,4 @@ class Source:
         return fn
 
 
-PROLOGUE = (("touch", "touch = run.touched.append"), ("cur", "cur = run.current"))  # bound when the body uses them
+PROLOGUE = (("touch", "touch = run.reads.extend"), ("cur", "cur = run.current"))  # bound when the body uses them

@@ -23,29 +23,60 @@ from converter.mapping.verbs import Origin, Run, pattern_of, resource_id, resour
 
 @dataclass(slots=True)
 class MappedCase:
-    """Everything the mapping produced for one case."""
+    """Everything the mapping produced for one case.
+
+    ``reads`` is what :attr:`touched` lists, flat (``where, origin, output, where, …``): one list instead of a
+    tuple per read keeps the garbage collector's work per case small.
+    """
 
     case: Case
     resources: list[dict[str, Any]]
     rows: list[Row]
     resource_rules: list[Rule]
-    touched: list[tuple[str, Origin, Any]]
+    reads: list[Any]
     unmapped: list[dict[str, str]]
 
+    @property
+    def touched(self) -> list[tuple[str, Origin, Any]]:
+        """Every read of the case, in order: (document path, what it fed, the resource id pair or SDTM row)."""
+        reads = self.reads
+        return list(zip(reads[0::3], reads[1::3], reads[2::3]))
+
     def unused_facts(self) -> list[str]:
-        """Leaf paths of the case that no rule read (sorted)."""
-        used = {where for where, _, _ in self.touched}
-        out = []
-        for leaf in _leaves(self.case.data, ""):
-            prefix = leaf
-            while prefix:
-                if prefix in used:
-                    break
-                cut = max(prefix.rfind("."), prefix.rfind("["))
-                prefix = prefix[:cut] if cut > 0 else ""
-            else:
-                out.append(leaf)
+        """Leaf paths of the case that no rule read (in document order): no read of the leaf or of an
+        enclosing element."""
+        out: list[str] = []
+        _unused(self.case.data, "", set(self.reads[0::3]), out)
         return out
+
+
+def _unused(node: Any, where: str, used: set[str], out: list[str]) -> None:
+    """Append the leaves below ``node`` that neither they nor an enclosing element (``where``…) were read."""
+    if where and where in used:
+        return
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f"{where}.{k}" if where else k
+            if "." in k or "[" in k:  # a key that looks like a path: check each leaf by its text, as read paths are
+                out.extend(leaf for leaf in _leaves(v, path) if not _covered(leaf, used))
+            else:
+                _unused(v, path, used, out)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _unused(v, f"{where}[{i}]", used, out)
+    else:
+        out.append(where)
+
+
+def _covered(leaf: str, used: set[str]) -> bool:
+    """Whether ``leaf`` or a path it starts with (cut at "." or "[") was read."""
+    prefix = leaf
+    while prefix:
+        if prefix in used:
+            return True
+        cut = max(prefix.rfind("."), prefix.rfind("["))
+        prefix = prefix[:cut] if cut > 0 else ""
+    return False
 
 
 def _leaves(node: Any, where: str) -> Iterator[str]:
@@ -151,7 +182,7 @@ class MappingSet:
                     if chains:
                         rule.produce(run, rule, chains, rid_of, resources, resource_rules, rows)
         run.ref_index = _no_refs  # break the run ↔ closure cycle: the case is freed by refcounting, not the GC
-        return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
+        return MappedCase(case, resources, rows, resource_rules, run.reads, run.unmapped)
 
 
 def _no_refs(entity_path: str, rule_id: str | None) -> list[str]:

@@ -71,13 +71,13 @@ class Run:
     ids: dict[str, str]
     terminology: Terminology
     ref_index: Callable[[str, str | None], list[str]]  # (entity path, rule id) → "urn:uuid:<resource id>" of each
-    touched: list[tuple[str, Origin, Any]] = field(default_factory=list)
+    reads: list[Any] = field(default_factory=list)  # every read, flat: where, origin, current output, where, …
     unmapped: list[dict[str, str]] = field(default_factory=list)
     current: Any = None  # the resource / row being built
 
     def touch(self, where: str, origin: Origin) -> None:
         """Record that ``where`` in the case fed ``origin`` of the current output."""
-        self.touched.append((where, origin, self.current))
+        self.reads.extend((where, origin, self.current))
 
     def flag(self, where: str, text: Any, origin: Origin, reason: str) -> None:
         """Record a fact that was kept as text (or dropped) because no verified code exists."""
