@@ -187,17 +187,16 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     with src.block(f"if isinstance({item}, dict) and 'id' in {item}:"):
         src.line(f"touch(({where} + '.id', {own_id}, cur))")
     src.reads_here()
-    body = compiler.compile(spec[body_key], kind).expr
     profile = str(spec.get("profile", ""))
     if target == "fhir":
         src.line(f"resource = {{'resourceType': {src.const(kind)}, 'id': rid}}")
         if profile:
             src.line(f"resource['meta'] = {{'profile': [{src.const(profile)}]}}")
-        src.line(f"resource.update({body} or {{}})")
+        compiler.body(spec[body_key], kind, "resource", ("resourceType", "id", "meta"))
         src.line("resources.append(resource)")
         src.line("resource_rules.append(rule)")
     else:
-        src.line(f"values.update({body} or {{}})")
+        compiler.body(spec[body_key], kind, "values", ())
         src.line(f"row = {src.helper('Row', Row)}({src.const(kind)}, values, rule, key)")
         _supp(spec, kind, compiler, src)
         if "relrec" in spec:

@@ -209,6 +209,9 @@ class Compiler:
                 value = const_list or None
                 return Part(src.const(value), False, value, True)
             out = src.var("l")
+            if len(parts) == 1 and parts[0].single:  # one element: a list of it, or nothing
+                src.line(f"{out} = [{parts[0].expr}] if {parts[0].expr} is not None else None")
+                return Part(out, True, plain=True)
             # the elements' statements were generated in order above; collect their values
             src.line(f"{out} = []")
             for p in parts:
@@ -253,8 +256,23 @@ class Compiler:
             return True
         return self._plain(verb, node)  # a coded value, a date, a quantity or a reference unless over a [] path
 
-    def obj(self, node: dict[str, Any], target: str) -> Part:
-        """A literal mapping: kept when constant, dropped when all its computed fields are empty."""
+    def body(self, node: Any, target: str, into: str, reserved: tuple[str, ...]) -> None:
+        """Generate a rule's template so that its fields end up in the dict variable ``into`` (as
+        ``into.update(template or {})`` would), written in place when it is a plain mapping of its own keys."""
+        src = self.src
+        if isinstance(node, dict) and not any(isinstance(k, str) and (k.startswith("$") or k in reserved) for k in node):
+            part = self.obj(node, target, into)
+            if part.expr == into:
+                return
+        else:
+            part = self.compile(node, target)
+        src.line(f"{into}.update({part.expr} or {{}})")
+
+    def obj(self, node: dict[str, Any], target: str, into: str | None = None) -> Part:
+        """A literal mapping: kept when constant, dropped when all its computed fields are empty.
+
+        With ``into`` (a dict variable) a computed mapping is written there, and its constants taken out
+        again when none of its computed fields is filled."""
         src = self.src
         lc = getattr(node, "lc", None)
         node = {k: v for k, v in node.items() if k != "$when"} if lc is None else node
@@ -270,9 +288,16 @@ class Compiler:
         if not any(p.dynamic for _, p in parts):  # a constant mapping is built once (outputs never mutate nested values)
             const = {k: p.value for k, p in parts if _kept(p.value)} or None
             return Part(src.const(const), False, const, True, True)
-        out, filled = src.var("o"), src.var("f")
-        src.line(f"{out} = {{}}")
-        src.line(f"{filled} = False")
+        out, filled = into or src.var("o"), src.var("f")
+        constants = any(not p.dynamic and _kept(p.value) for _, p in parts)  # else: filled == not empty
+        if into is None and not constants and len(parts) == 1:  # one computed field: a mapping of it, or nothing
+            (k, p), = parts
+            src.line(f"{out} = {{{k!r}: {p.expr}}} if {p.keep()} else None")
+            return Part(out, True, plain=True, single=True)
+        if into is None:
+            src.line(f"{out} = {{}}")
+        if constants:
+            src.line(f"{filled} = False")
         for k, p in parts:
             if not p.dynamic:
                 if _kept(p.value):  # constants are kept as values, not computed per output
@@ -280,8 +305,15 @@ class Compiler:
                 continue
             with src.block(f"if {p.keep()}:"):
                 src.line(f"{out}[{k!r}] = {p.expr}")
-                src.line(f"{filled} = True")
-        src.line(f"{out} = {out} if {filled} else None")
+                if constants:
+                    src.line(f"{filled} = True")
+        if into is None:
+            src.line(f"{out} = {out} if {filled} else None" if constants else f"{out} = {out} or None")
+        elif constants:
+            with src.block(f"if not {filled}:"):
+                for k, p in parts:
+                    if not p.dynamic and _kept(p.value):
+                        src.line(f"del {out}[{k!r}]")
         return Part(out, True, plain=True, single=True)
 
     def _condition_paths(self, spec: Any, node: Any) -> None:
@@ -359,7 +391,10 @@ class Compiler:
 
         src = self.src
         one = "{0}['text'] if isinstance({0}, dict) and 'text' in {0} else {0}"  # text_of, inline
-        if has_map or kind is not None:
+        if kind == "text" and not has_map:  # its text, a string as it is
+            t = src.var("t")
+            one = f"({t} if type({t} := ({one})) is str or {t} is None else {src.helper('_text', _text)}({t}))"
+        elif has_map or kind is not None:
             one = src.const(convert, "F") + "({0}, {1}, run)"
         if not p.many:
             out = self._gather(p, origin, one)
@@ -495,7 +530,9 @@ class Compiler:
                 return None
             return (v.get("direction") or ("after" if v.get("offset") or v.get("cycle") else "coincident")).upper()
 
-        return self._gather(p, origin, self.src.const(iso_of if part == "date" else one, "F") + "({0})")
+        if part == "date":  # a date as printed is a string: kept as it is
+            return self._gather(p, origin, f"{{0}} if type({{0}}) is str else {self.src.helper('iso_of', iso_of)}({{0}})")
+        return self._gather(p, origin, self.src.const(one, "F") + "({0})")
 
     def v_quantity(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
@@ -611,7 +648,7 @@ class Compiler:
                 else:
                     v, w = stack.enter_context(each_hit(src, p))
                     src.line(f"touch(({w}, {o}, cur))")
-                    src.line(f"{s} = {v} if type({v}) is str else {text}({text_of_fn}({v}))")
+                    src.line(f"{s} = {v} if type({v}) is str else str({v}) if type({v}) is int else {text}({text_of_fn}({v}))")
                 values.append(s)
             joined = [values[i // 2] if i % 2 else repr(piece) for i, piece in enumerate(pieces) if i % 2 or piece]
             src.line(f"{out} = {' + '.join(joined) or repr('')}")
