@@ -50,22 +50,27 @@ class MappedCase:
         return out
 
 
-def _unused(node: Any, where: str, used: set[str], out: list[str]) -> None:
-    """Append the leaves below ``node`` that neither they nor an enclosing element (``where``…) were read."""
-    if where and where in used:
-        return
+def _unused(node: dict[str, Any] | list[Any], where: str, used: set[str], out: list[str]) -> None:
+    """Append the leaves below ``node`` (not read itself) that neither they nor an enclosing element read."""
     if isinstance(node, dict):
         for k, v in node.items():
-            path = f"{where}.{k}" if where else k
-            if "." in k or "[" in k:  # a key that looks like a path: check each leaf by its text, as read paths are
+            name = k if type(k) is str else str(k)
+            path = f"{where}.{name}" if where else name
+            if "." in name or "[" in name:  # a key that looks like a path: check each leaf by its text, as reads are
                 out.extend(leaf for leaf in _leaves(v, path) if not _covered(leaf, used))
-            else:
-                _unused(v, path, used, out)
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            _unused(v, f"{where}[{i}]", used, out)
+            elif path not in used:
+                if isinstance(v, (dict, list)):
+                    _unused(v, path, used, out)
+                else:
+                    out.append(path)
     else:
-        out.append(where)
+        for i, v in enumerate(node):
+            path = f"{where}[{i}]"
+            if path not in used:
+                if isinstance(v, (dict, list)):
+                    _unused(v, path, used, out)
+                else:
+                    out.append(path)
 
 
 def _covered(leaf: str, used: set[str]) -> bool:
