@@ -1,6 +1,9 @@
-"""Generated Python for compiled mapping rules: one straight-line function per template.
+"""Generated Python for compiled mapping rules.
 
-The compiler (:mod:`converter.mapping.verbs`) writes the source of each function with :class:`Source`;
+Each rule becomes three functions (see :class:`converter.mapping.rules.Rule`): ``items`` lists the items of a
+case, ``when`` is the rule condition alone (for ``$ref``), and ``produce`` runs the rule over its items with
+the condition, the template, SUPP-- qualifiers and RELREC inline — straight-line ``dict.get`` reads, no
+interpreter objects per item. The compiler (:mod:`converter.mapping.verbs`) writes the source with :class:`Source`;
 constants and helpers are bound by name in the function's globals, never printed as literals, so an output
 holds exactly the objects the mapping file held. The source is registered with :mod:`linecache` under a
 file name that names the mapping file, line and rule, and every verb is preceded by a comment naming its
@@ -56,7 +59,7 @@ class Source:
             self.unreachable = saved
 
     def var(self, prefix: str = "v") -> str:
-        """A fresh local variable name."""
+        """A fresh local variable name (never ``i<n>``/``w<n>``, the scope chain, nor ``d<n>``, field reads)."""
         self.count += 1
         return f"{prefix}{self.count}"
 
@@ -124,9 +127,7 @@ class Source:
         namespace = dict(self.ns)
         exec(code, namespace)  # noqa: S102 - our own generated source, built from compiled mapping files
         linecache.cache[self.filename] = (len(text), None, text.splitlines(True), self.filename)
-        fn = namespace[name]
-        fn.source = text
-        return fn
+        return namespace[name]
 
 
 PROLOGUE = (("touch", "touch = run.reads.extend"), ("cur", "cur = run.current"))  # bound when the body uses them

@@ -88,7 +88,7 @@ def each_hit(src: Source, path: Path) -> Iterator[tuple[str, str]]:
     chain of ``dict.get`` and one ``if``; its document path is built only when a value is found.
     """
     base = 0 if path.up == -1 else src.depth - path.up
-    v, w = src.var("v"), src.var("w")
+    v, w = src.var("v"), src.var("at")
     if base < 0:  # more ``../`` than enclosing items: nothing
         with src.block(f"for {v}, {w} in ():"):
             yield v, w
@@ -141,6 +141,6 @@ def walk_code(src: Source, item: str, where: str, steps: tuple[str, ...], empty:
                 src.line(f"{v} = {v}.get({step!r}) if isinstance({v}, dict) else None")
                 text = f"{text}.{step}" if text else step
         stack.enter_context(src.block(f"if {v} is not None:"))
-        w = src.var("w")
+        w = src.var("at")
         src.line(f"{w} = f{text!r}" if "{" in text else f"{w} = {text!r}")
         yield v, w
