@@ -25,9 +25,10 @@ class Rule:
     """One compiled rule: which items it iterates, and what it emits for each.
 
     ``items``, ``when`` and ``produce`` are generated functions (:mod:`converter.mapping.codegen`):
-    ``items(root, "", seen)`` lists the scope chain of every item (see :func:`_items`); ``when(run, *chain)`` is the rule condition
-    alone (for ``$ref``); ``produce(run, rule, chains, rid_of, resources, resource_rules, rows)`` runs the
-    rule over those items, appending each FHIR resource (and this rule) or SDTM :class:`Row`.
+    ``items(root, "", seen)`` lists the scope chain of every item (see :func:`_items`); ``when(run, *chain)``
+    is the rule condition alone (for ``$ref``); ``produce(run, rule, chains, rid_of, resources,
+    resource_rules, rows)`` runs the rule over those items, appending each FHIR resource (and this rule) or
+    SDTM :class:`Row`.
     """
 
     id: str
@@ -166,10 +167,23 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     body_key = "resource" if target == "fhir" else "row"
     if body_key not in spec:
         raise CompileError(f"rule {rule_id} has no '{body_key}:' template", line, col)
+    produce = _produce(spec, spec[body_key], target, kind, compiler, when is not None, line)
+    pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
+    pattern = pattern.replace(".[]", "[]")
+    return Rule(rule_id, file, line, target, kind, for_each, pattern, when,
+                _items(for_each.steps, pattern, f"<mapping {file}:{line} rule {rule_id} for_each>"), produce,
+                str(spec.get("profile", "")), str(spec.get("description", "")), spec[body_key])
+
+
+def _produce(spec: dict[str, Any], template: Any, target: str, kind: str, compiler: Compiler, conditional: bool,
+             line: int) -> Callable[..., None]:
+    """Generate ``produce``: for each item, the rule condition, then one FHIR resource or SDTM row (with its
+    SUPP-- qualifiers and RELREC ids) from the template — the reads of each part recorded in order."""
+    rule_id, file = compiler.rule, compiler.file
     src = compiler.start("produce", line)
     src.line(f"for {src.params()} in chains:")
     src.indent = 2
-    if when is not None:
+    if conditional:  # read while the previous output is still the current one
         src.line("cur = run.current")
         src.reads_here()
         cond = compiler.condition(spec["when"], Origin(file, line, rule_id, f"{kind} (rule condition)"))
@@ -187,16 +201,16 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     with src.block(f"if isinstance({item}, dict) and 'id' in {item}:"):
         src.line(f"touch(({where} + '.id', {own_id}, cur))")
     src.reads_here()
-    profile = str(spec.get("profile", ""))
     if target == "fhir":
         src.line(f"resource = {{'resourceType': {src.const(kind)}, 'id': rid}}")
+        profile = str(spec.get("profile", ""))
         if profile:
             src.line(f"resource['meta'] = {{'profile': [{src.const(profile)}]}}")
-        compiler.body(spec[body_key], kind, "resource", ("resourceType", "id", "meta"))
+        compiler.body(template, kind, "resource", ("resourceType", "id", "meta"))
         src.line("resources.append(resource)")
         src.line("resource_rules.append(rule)")
     else:
-        compiler.body(spec[body_key], kind, "values", ())
+        compiler.body(template, kind, "values", ())
         src.line(f"row = {src.helper('Row', Row)}({src.const(kind)}, values, rule, key)")
         _supp(spec, kind, compiler, src)
         if "relrec" in spec:
@@ -205,12 +219,7 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
                     src.line(f"row.related.append({v})")
                     src.line(f"touch(({w}, {own_id}, cur))")
         src.line("rows.append(row)")
-    produce = src.build("produce", "", "run, rule, chains, rid_of, resources, resource_rules, rows")
-    pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
-    pattern = pattern.replace(".[]", "[]")
-    return Rule(rule_id, file, line, target, kind, for_each, pattern, when,
-                _items(for_each.steps, pattern, f"<mapping {file}:{line} rule {rule_id} for_each>"), produce, profile,
-                str(spec.get("description", "")), spec[body_key])
+    return src.build("produce", "", "run, rule, chains, rid_of, resources, resource_rules, rows")
 
 
 def _supp(spec: dict[str, Any], kind: str, compiler: Compiler, src: Source) -> None:

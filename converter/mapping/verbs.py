@@ -1,4 +1,4 @@
-"""The mapping verbs and the compiler that turns a mapping template into fast closures.
+"""The mapping verbs and the compiler that turns a mapping template into generated Python (see codegen.py).
 
 A template is plain YAML shaped like its target (a FHIR resource or an SDTM row). Literals are constants;
 a mapping with one ``$verb`` key computes a value. The verbs are documented in docs/mapping-language.md:
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from hashlib import sha1
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from hashlib import sha1
 from typing import Any, Callable
 
 from converter.case.dates import iso_of
@@ -161,7 +161,7 @@ class Compiler:
         return p
 
     def start(self, kind: str, line: int) -> Source:
-        """Begin a new generated function of this rule (``kind``: emit, when, supp …)."""
+        """Begin a new generated function of this rule (``kind``: when, produce)."""
         empty = (True,) + (False,) * (len(self.scopes) - 1)
         self.src = Source(f"<mapping {self.file}:{line} rule {self.rule} {kind}>", len(self.scopes) - 1, empty)
         return self.src
@@ -244,7 +244,7 @@ class Compiler:
         """Whether a compiled verb's value is never an empty list or mapping (its keep test is ``is not None``)."""
         if verb in ("$format", "$first", "$each"):
             return True
-        if verb in ("$value", "$date") and (verb == "$value" or node.get("part", "date") != "date"):
+        if verb == "$value" or (verb == "$date" and node.get("part", "date") != "date"):
             return False  # a value copied from the case may be anything
         return not self.path(node[verb], node, record=False).many  # a [] path gives a list, maybe empty
 
