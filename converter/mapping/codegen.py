@@ -35,8 +35,9 @@ class Source:
         self.unreachable = False          # inside :meth:`dead`: lines are dropped
         self.params_depth = depth         # levels given up front (their fields can be read ahead, once)
         self.reads: dict[tuple[int, tuple[str, ...]], str] = {}  # (level, field names) → variable
-        self.read_at = (0, 1)             # where the next field read is inserted: (line index, indentation)
+        self.read_groups: list[dict[str, list[tuple[str, str]]]] = []  # per place: base → [(variable, field)]
         self.written = 0                  # lines appended so far (an empty block gets ``pass``)
+        self.reads_here()
 
     def line(self, text: str) -> None:
         """Append one line at the current indentation."""
@@ -45,8 +46,9 @@ class Source:
             self.written += 1
 
     def reads_here(self) -> None:
-        """Insert the field reads of the code that follows at this point (by default: the function's top)."""
-        self.read_at = (len(self.lines), self.indent)
+        """Read the fields the code that follows uses at this point (the first place: the function's top)."""
+        self.lines.append(f"{_READS}{len(self.read_groups)} {self.indent}")
+        self.read_groups.append({})
 
     @contextmanager
     def dead(self) -> Iterator[None]:
@@ -78,10 +80,34 @@ class Source:
         if name is None:
             base = self.read(level, steps[:-1]) if len(steps) > 1 else f"i{level}"
             name = self.reads[key] = f"d{len(self.reads)}"
-            at, indent = self.read_at
-            self.lines.insert(at, "    " * indent + f"{name} = {base}.get({steps[-1]!r}) if type({base}) is dict else None")
-            self.read_at = (at + 1, indent)
+            self.read_groups[-1].setdefault(base, []).append((name, steps[-1]))
         return name
+
+    def _render_reads(self, group: dict[str, list[tuple[str, str]]], indent: int) -> list[str]:
+        """The reads of one place: the fields of each mapping read only when it is one (else all None)."""
+        out: list[str] = []
+
+        def below(base: str) -> list[str]:
+            names = []
+            for name, _ in group.get(base, []):
+                names += [name, *below(name)]
+            return names
+
+        def render(base: str, depth: int) -> None:
+            pad = "    " * depth
+            out.append(f"{pad}if type({base}) is dict:")
+            for name, step in group[base]:
+                out.append(f"{pad}    {name} = {base}.get({step!r})")
+                if name in group:
+                    render(name, depth + 1)
+            out.append(f"{pad}else:")
+            out.append(f"{pad}    {' = '.join(below(base))} = None")
+
+        children = {name for fields in group.values() for name, _ in fields}
+        for base in group:
+            if base not in children:
+                render(base, indent)
+        return out
 
     def helper(self, name: str, fn: Any) -> str:
         """Bind a shared helper under a fixed name."""
@@ -118,9 +144,16 @@ class Source:
 
     def build(self, name: str, result: str, params: str | None = None) -> Callable[..., Any]:
         """Compile the function ``name(run, i0, w0, …)`` (or ``name(params)``) returning ``result`` (if any)."""
-        text = "\n".join(self.lines)
+        lines: list[str] = []
+        for line in self.lines:
+            if line.startswith(_READS):
+                group, indent = line[len(_READS):].split()
+                lines += self._render_reads(self.read_groups[int(group)], int(indent))
+            else:
+                lines.append(line)
+        text = "\n".join(lines)
         used = [line for var, line in PROLOGUE if re.search(rf"\b{var}\b", text)]
-        body = ["    " + p for p in used] + self.lines + ([f"    return {result}"] if result else [])
+        body = ["    " + p for p in used] + lines + ([f"    return {result}"] if result else [])
         params = params if params is not None else "run, " + self.params()
         text = f"def {name}({params}):\n" + "\n".join(body) + "\n"
         code = compile(text, self.filename, "exec")
@@ -130,4 +163,5 @@ class Source:
         return namespace[name]
 
 
+_READS = "\0reads "  # a place holder line: the reads of one place, rendered by ``build``
 PROLOGUE = (("touch", "touch = run.reads.extend"), ("cur", "cur = run.current"))  # bound when the body uses them
