@@ -705,7 +705,7 @@ class Memo(dict):  # type: ignore[type-arg]
     ``memo[key]`` is ``compute(key)``, computed once."""
 
     __slots__ = ("compute",)
-    SIZE = 4096
+    SIZE = 1024  # texts per verb: a vocabulary fits; misspellings cannot grow it without bound
 
     def __init__(self, compute: Callable[[Any], Any]) -> None:
         super().__init__()
