@@ -290,3 +290,98 @@ def test_shipped_mappings_lint_clean_and_their_tests_pass() -> None:
     assert not [str(i) for i in issues if i.severity == "error"]
     failed = [(o.file, o.line, o.name, o.diffs) for o in run_tests(ms) if not o.passed]
     assert not failed
+
+
+# --- the generated code (converter/mapping/codegen.py) ------------------------------------------------------
+
+def test_resource_ids_are_uuid5(case) -> None:
+    import uuid
+
+    from converter.mapping.verbs import NAMESPACE, resource_id
+
+    for key in ("patient", "therapy_lines[0].agents[1]", "ü/ΔNp63|x", "", "a" * 300):
+        assert resource_id("case-1", "rule", key) == str(uuid.uuid5(NAMESPACE, f"case-1|rule|{key}"))
+
+
+def test_reads_are_recorded_in_order_and_touched_is_built_from_them(tmp_path: Path, case) -> None:
+    ms = MappingSet.load(write_set(tmp_path, {"fhir/observation.yaml": OBS, "fhir/patient.yaml": PATIENT}, TABLES))
+    mapped = ms.apply(case)
+    touched = mapped.touched
+    assert len(mapped.reads) == 3 * len(touched)
+    first_ihc = [(where, origin.target, current) for where, origin, current in touched
+                 if origin.rule == "ihc" and where.startswith("pathology[0]")]
+    made = ("Observation", mapped.resources[0]["id"])
+    # the rule condition is read while the previous output is current (none yet), then the item's id and the
+    # template in its order, the $when of valueString last
+    assert first_ihc == [("pathology[0].method", "Observation (rule condition)", None),
+                         ("pathology[0].id", "Observation", made),
+                         ("pathology[0].marker", "Observation.code", made),
+                         ("pathology[0].value.value", "Observation.valueQuantity", made),
+                         ("pathology[0].value.unit", "Observation.valueQuantity", made),
+                         ("pathology[0].value", "Observation.valueString (condition)", made)]
+
+
+def test_unused_facts_match_a_leaf_by_leaf_check(tmp_path: Path, case) -> None:
+    from converter.mapping.engine import _covered, _leaves
+
+    ms = MappingSet.load(write_set(tmp_path, {"fhir/observation.yaml": OBS, "fhir/patient.yaml": PATIENT,
+                                              "fhir/med.yaml": MED}, TABLES))
+    case.data["extra"] = {"a.b": {"c": 1}, "a": {"b": 2}, "x[0]": [3]}  # keys that look like paths
+    mapped = ms.apply(case)
+    mapped.reads += ["extra.a", None, None]  # a read of extra.a covers extra.a.b and, by its text, extra.a.b.c
+    used = set(mapped.reads[0::3])
+    expected = [leaf for leaf in _leaves(case.data, "") if not _covered(leaf, used)]
+    assert mapped.unused_facts() == expected
+    assert "extra.a.b.c" not in expected and "extra.x[0][0]" in expected and "patient.age.value" in expected
+
+
+def test_generated_code_names_the_mapping_line(tmp_path: Path, case, monkeypatch: pytest.MonkeyPatch) -> None:
+    import linecache
+    import traceback
+
+    from converter.mapping import verbs
+
+    def broken(text: str) -> str:
+        raise RuntimeError("boom")
+    monkeypatch.setattr(verbs, "_text", broken)  # an error inside the code generated for med.yaml
+    ms = MappingSet.load(write_set(tmp_path, {"fhir/med.yaml": MED, "fhir/patient.yaml": PATIENT}, TABLES))
+    case.data["therapy_lines"][0]["agents"][0]["drug"] = {"text": 7}  # not a string: goes through _text
+    with pytest.raises(RuntimeError) as info:
+        ms.apply(case)
+    frames = traceback.extract_tb(info.value.__traceback__)
+    generated = [f for f in frames if f.filename.startswith("<mapping ")]
+    assert generated and generated[-1].filename == "<mapping fhir/med.yaml:5 rule med-admin produce>"
+    above = linecache.getlines(generated[-1].filename)[: generated[-1].lineno]
+    comment = next(line.strip() for line in reversed(above) if line.strip().startswith("#"))
+    assert comment == "# fhir/med.yaml:9 MedicationAdministration.medicationCodeableConcept $code"  # the failing verb
+
+
+def test_constant_first_alternative_still_checks_the_rest(tmp_path: Path, case) -> None:
+    body = """
+        target: fhir
+        resource: Patient
+        rules:
+          - id: patient
+            for_each: patient
+            resource:
+              gender: {$first: [unknown, {$value: sex}]}
+    """
+    ms = MappingSet.load(write_set(tmp_path, {"fhir/patient.yaml": body}, TABLES))
+    mapped = ms.apply(case)
+    assert mapped.resources[0]["gender"] == "unknown"
+    assert [w for w, _, _ in mapped.touched] == ["patient.id"]  # the alternative after a constant never runs
+    bad = body.replace("{$value: sex}", "{$value: sex, as: colour}")
+    (tmp_path / "fhir/patient.yaml").write_text(textwrap.dedent(bad))
+    with pytest.raises(MappingError, match="as: 'colour'"):
+        MappingSet.load(tmp_path)
+
+
+def test_term_lookups_are_memoised_within_a_bound() -> None:
+    from converter.mapping.verbs import Memo
+
+    calls: list[str] = []
+    memo = Memo(lambda text: calls.append(text) or text.upper())
+    assert [memo["a"], memo["a"], memo["b"]] == ["A", "A", "B"] and calls == ["a", "b"]
+    for i in range(Memo.SIZE + 10):
+        memo[str(i)]
+    assert len(memo) <= Memo.SIZE

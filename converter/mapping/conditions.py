@@ -8,9 +8,10 @@ text of coded values and ignore case, spacing and dash variants.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any
 
-from converter.mapping.paths import parse_path
+from converter.mapping.codegen import Source
+from converter.mapping.paths import Path, each_hit, hit_list, parse_path
 from converter.mapping.terminology import normalize
 
 CONDITION_KEYS = ("exists", "missing", "path", "equals", "in", "matches", "all", "any", "not")
@@ -23,33 +24,101 @@ def text_of(value: Any) -> Any:
     return value
 
 
-def compile_condition(spec: Any, resolve: Callable[[Any, Any], list[tuple[Any, str]]]) -> Callable[[Any], bool]:
-    """Compile a condition; ``resolve(path, scope)`` evaluates a compiled path in a scope."""
+def compile_condition(spec: Any, src: Source, origin: str) -> str:
+    """Generate a condition into ``src``; returns the name of its boolean variable.
+
+    Every value a condition reads is recorded (``touch``) under the origin bound as ``origin``; ``all`` and
+    ``any`` stop at the first part that decides them, so later parts read nothing.
+    """
     if not isinstance(spec, dict):
         raise ValueError(f"a condition must be a mapping with one of {', '.join(CONDITION_KEYS)}")
     unknown = [k for k in spec if k not in CONDITION_KEYS]
     if unknown:
         raise ValueError(f"unknown condition key(s) {', '.join(map(str, unknown))}; expected one of {', '.join(CONDITION_KEYS)}")
+    out = src.var("c")
     if "all" in spec or "any" in spec:
-        parts = [compile_condition(s, resolve) for s in spec.get("all") or spec.get("any") or []]
-        return (lambda sc: all(p(sc) for p in parts)) if "all" in spec else (lambda sc: any(p(sc) for p in parts))
+        parts = spec.get("all") or spec.get("any") or []
+        every = "all" in spec
+        src.line(f"{out} = {not every if parts else every}")
+        _chain(parts, every, out, src, origin)
+        return out
     if "not" in spec:
-        inner = compile_condition(spec["not"], resolve)
-        return lambda sc: not inner(sc)
+        inner = compile_condition(spec["not"], src, origin)
+        src.line(f"{out} = not {inner}")
+        return out
     if "exists" in spec or "missing" in spec:
         path = parse_path(str(spec.get("exists", spec.get("missing"))))
-        want = "exists" in spec
-        return lambda sc: bool(resolve(path, sc)) == want
+        found = _read(path, src, origin)
+        if not path.many:
+            src.line(f"{out} = {found} is {'not ' if 'exists' in spec else ''}None")
+        else:
+            src.line(f"{out} = {'bool' if 'exists' in spec else 'not '}({found})")
+        return out
     if "path" not in spec:
         raise ValueError("a comparison needs 'path' and one of equals / in / matches")
     path = parse_path(str(spec["path"]))
+    text = "({0} if type({0}) is str else str(text_of({0})))"  # str(text_of(value)), a string as it is
     if "equals" in spec:
-        target = normalize(str(spec["equals"]))
-        return lambda sc: any(normalize(str(text_of(v))) == target for v, _ in resolve(path, sc))
-    if "in" in spec:
-        targets = {normalize(str(v)) for v in spec["in"]}
-        return lambda sc: any(normalize(str(text_of(v))) in targets for v, _ in resolve(path, sc))
-    if "matches" in spec:
-        rx = re.compile(str(spec["matches"]), re.IGNORECASE)
-        return lambda sc: any(rx.search(str(text_of(v))) for v, _ in resolve(path, sc))
-    raise ValueError("a comparison needs one of equals / in / matches beside 'path'")
+        test = f"normalized{text} == {src.const(normalize(str(spec['equals'])))}"
+    elif "in" in spec:
+        test = f"normalized{text} in {src.const(frozenset(normalize(str(v)) for v in spec['in']))}"
+    elif "matches" in spec:
+        test = f"{src.const(re.compile(str(spec['matches']), re.IGNORECASE))}.search{text}"
+    else:
+        raise ValueError("a comparison needs one of equals / in / matches beside 'path'")
+    src.helper("normalized", normalized)
+    src.helper("text_of", text_of)
+    found = _read(path, src, origin)
+    if not path.many:
+        src.line(f"{out} = {found} is not None and bool({test.format(found)})")
+        return out
+    src.line(f"{out} = False")
+    with src.block(f"for v, _ in {found}:"):
+        with src.block(f"if {test.format('v')}:"):
+            src.line(f"{out} = True")
+            src.line("break")
+    return out
+
+
+def _chain(parts: list[Any], every: bool, out: str, src: Source, origin: str) -> None:
+    """``all``/``any``: each part is evaluated only while the result is still open."""
+    if not parts:
+        return
+    part = compile_condition(parts[0], src, origin)
+    if len(parts) == 1:
+        src.line(f"{out} = {part}")
+        return
+    with src.block(f"if {'' if every else 'not '}{part}:"):
+        _chain(parts[1:], every, out, src, origin)
+
+
+def _read(path: Path, src: Source, origin: str) -> str:
+    """Every hit of ``path``, each recorded as read; returns the name of the hit list, or for a single-valued
+    path the name of its value (None when absent)."""
+    if not path.many:
+        value = src.var("c")
+        src.line(f"{value} = None")
+        with each_hit(src, path) as (v, w):
+            src.line(f"touch(({w}, {origin}, cur))")
+            src.line(f"{value} = {v}")
+        return value
+    hits = hit_list(src, path)
+    with src.block(f"for _, w in {hits}:"):
+        src.line(f"touch((w, {origin}, cur))")
+    return hits
+
+
+class _Normalized(dict):  # type: ignore[type-arg]
+    """:func:`normalize` with a bounded memo (conditions and maps compare the same few texts again and again)."""
+
+    __slots__ = ()
+    SIZE = 8192
+
+    def __missing__(self, text: str) -> str:
+        if len(self) >= self.SIZE:
+            self.clear()
+        folded = self[text] = normalize(text)
+        return folded
+
+
+normalized = _Normalized().__getitem__

@@ -16,48 +16,72 @@ from typing import Any, Iterator
 
 from converter.case.model import Case, resolve_path
 from converter.errors import MappingError
-from converter.mapping.rules import MappingFile, Rule
+from converter.mapping.rules import Chain, MappingFile, Row, Rule
 from converter.mapping.terminology import Terminology
-from converter.mapping.verbs import Origin, Run, Scope, pattern_of, resolve, resource_id, resource_key
-
-
-@dataclass(slots=True)
-class Row:
-    """One SDTM row a rule produced, before the SDTM builder adds keys and sequence numbers."""
-
-    domain: str
-    values: dict[str, Any]
-    rule: Rule
-    entity: str                           # business key of the source entity (its id or path)
-    supp: list[tuple[str, str, Any, str]] = field(default_factory=list)  # (QNAM, QLABEL, QVAL, QORIG)
-    related: list[str] = field(default_factory=list)  # entity ids this row is related to (RELREC)
+from converter.mapping.verbs import Origin, Run, pattern_of, resource_id, resource_key
 
 
 @dataclass(slots=True)
 class MappedCase:
-    """Everything the mapping produced for one case."""
+    """Everything the mapping produced for one case.
+
+    ``reads`` is what :attr:`touched` lists, flat (``where, origin, output, where, …``): one list instead of a
+    tuple per read keeps the garbage collector's work per case small.
+    """
 
     case: Case
     resources: list[dict[str, Any]]
     rows: list[Row]
     resource_rules: list[Rule]
-    touched: list[tuple[str, Origin, Any]]
+    reads: list[Any]
     unmapped: list[dict[str, str]]
 
+    @property
+    def touched(self) -> list[tuple[str, Origin, Any]]:
+        """Every read of the case, in order: (document path, what it fed, the resource id pair or SDTM row)."""
+        reads = self.reads
+        return list(zip(reads[0::3], reads[1::3], reads[2::3]))
+
     def unused_facts(self) -> list[str]:
-        """Leaf paths of the case that no rule read (sorted)."""
-        used = {where for where, _, _ in self.touched}
-        out = []
-        for leaf in _leaves(self.case.data, ""):
-            prefix = leaf
-            while prefix:
-                if prefix in used:
-                    break
-                cut = max(prefix.rfind("."), prefix.rfind("["))
-                prefix = prefix[:cut] if cut > 0 else ""
-            else:
-                out.append(leaf)
+        """Leaf paths of the case that no rule read (in document order): no read of the leaf or of an
+        enclosing element."""
+        out: list[str] = []
+        _unused(self.case.data, "", set(self.reads[0::3]), out)
         return out
+
+
+def _unused(node: dict[str, Any] | list[Any], where: str, used: set[str], out: list[str]) -> None:
+    """Append the leaves below ``node`` (not read itself) that neither they nor an enclosing element read."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            name = k if type(k) is str else str(k)
+            path = f"{where}.{name}" if where else name
+            if "." in name or "[" in name:  # a key that looks like a path: check each leaf by its text, as reads are
+                out.extend(leaf for leaf in _leaves(v, path) if not _covered(leaf, used))
+            elif path not in used:
+                if isinstance(v, (dict, list)):
+                    _unused(v, path, used, out)
+                else:
+                    out.append(path)
+    else:
+        for i, v in enumerate(node):
+            path = f"{where}[{i}]"
+            if path not in used:
+                if isinstance(v, (dict, list)):
+                    _unused(v, path, used, out)
+                else:
+                    out.append(path)
+
+
+def _covered(leaf: str, used: set[str]) -> bool:
+    """Whether ``leaf`` or a path it starts with (cut at "." or "[") was read."""
+    prefix = leaf
+    while prefix:
+        if prefix in used:
+            return True
+        cut = max(prefix.rfind("."), prefix.rfind("["))
+        prefix = prefix[:cut] if cut > 0 else ""
+    return False
 
 
 def _leaves(node: Any, where: str) -> Iterator[str]:
@@ -80,6 +104,7 @@ class MappingSet:
     terminology: Terminology
     digest: str
     by_pattern: dict[str, list[Rule]] = field(default_factory=dict)
+    ref_rules: dict[tuple[str, str | None], list[Rule]] = field(default_factory=dict)  # by (pattern, rule id)
 
     @classmethod
     def load(cls, folder: Path | None = None, *, strict: bool = True) -> "MappingSet":
@@ -102,7 +127,7 @@ class MappingSet:
 
     def index(self) -> None:
         """Index FHIR rules by the pattern of the entities they turn into resources (for ``$ref``)."""
-        self.by_pattern = {}
+        self.by_pattern, self.ref_rules = {}, {}
         for rule in self.rules:
             if rule.target == "fhir":
                 self.by_pattern.setdefault(rule.pattern, []).append(rule)
@@ -111,7 +136,14 @@ class MappingSet:
         """Run every rule over one case."""
         data = case.data
         case_id = case.case_id
-        by_pattern = self.by_pattern
+        by_pattern, ref_rules = self.by_pattern, self.ref_rules
+        rids: dict[tuple[str, str], str] = {}  # resource ids of this case (a per-case cache), by (rule, key)
+
+        def rid_of(rule_id: str, key: str) -> str:
+            rid = rids.get((rule_id, key))
+            if rid is None:
+                rid = rids[(rule_id, key)] = resource_id(case_id, rule_id, key)
+            return rid
 
         ref_cache: dict[tuple[str, str | None], list[str]] = {}
 
@@ -122,75 +154,55 @@ class MappingSet:
             ref_cache[(entity_path, rule_id)] = found = _ref_ids(entity_path, rule_id)
             return found
 
+        seen: dict[str, tuple[str, Chain]] = {}  # entity path → (its pattern, its scope chain), for every item
+
         def _ref_ids(entity_path: str, rule_id: str | None) -> list[str]:
-            rules = by_pattern.get(pattern_of(entity_path), [])
-            if rule_id:
-                rules = [r for r in rules if r.id == rule_id]
-            entity = resolve_path(data, entity_path)
-            key = resource_key(entity, entity_path)
-            emitted = [r for r in rules if r.when is None or r.when(_scope_at(entity_path, run))]
-            return [resource_id(case_id, r.id, key) for r in emitted]
+            pattern, chain = seen.get(entity_path) or (pattern_of(entity_path), None)
+            rules = ref_rules.get((pattern, rule_id))
+            if rules is None:
+                rules = ref_rules[(pattern, rule_id)] = [r for r in by_pattern.get(pattern, [])
+                                                         if not rule_id or r.id == rule_id]
+            if not rules:
+                return []
+            if chain is None:  # an entity no rule of this case iterates
+                chain = _chain_at(entity_path, data)
+            key = resource_key(chain[-2], entity_path)
+            return ["urn:uuid:" + rid_of(r.id, key) for r in rules if r.when is None or r.when(run, *chain)]
 
         run = Run(case_id, data, case.ids, self.terminology, ref_index)
-        root = Scope(data, "", None, run)
         resources: list[dict[str, Any]] = []
         resource_rules: list[Rule] = []
         rows: list[Row] = []
+        # every item of every rule, each entity recorded for references before any rule emits
+        items: dict[tuple[str, ...], list[Chain]] = {}  # by for_each path: rules over the same items share them
         for f in self.files:
-            if f.target not in targets:
-                continue
-            for rule in f.rules:
-                item_origin = Origin(rule.file, rule.line, rule.id, rule.kind)
-                for scope in rule.items(root):
-                    if rule.when is not None and not rule.when(scope):
-                        continue
-                    key = resource_key(scope.item, scope.path)
-                    if rule.target == "fhir":
-                        rid = resource_id(case_id, rule.id, key)
-                        run.current = (rule.kind, rid)
-                        if isinstance(scope.item, dict) and "id" in scope.item:
-                            run.touch(f"{scope.path}.id", item_origin)
-                        body = rule.emit(scope) or {}
-                        resource: dict[str, Any] = {"resourceType": rule.kind, "id": rid}
-                        if rule.profile:
-                            resource["meta"] = {"profile": [rule.profile]}
-                        resource.update(body)
-                        resources.append(resource)
-                        resource_rules.append(rule)
-                    else:
-                        values: dict[str, Any] = {}
-                        run.current = values
-                        if isinstance(scope.item, dict) and "id" in scope.item:
-                            run.touch(f"{scope.path}.id", item_origin)
-                        values.update(rule.emit(scope) or {})
-                        row = Row(rule.kind, values, rule, key)
-                        for s in rule.supp:
-                            qval = s.value(scope)
-                            if qval not in (None, "", []):
-                                row.supp.append((s.qnam, s.label, qval, s.origin))
-                        for path in rule.relrec:
-                            for v, where in resolve(path, scope):
-                                if isinstance(v, str):
-                                    row.related.append(v)
-                                    run.touch(where, item_origin)
-                        rows.append(row)
+            if f.target in targets:
+                for rule in f.rules:
+                    if rule.for_each.steps not in items:
+                        items[rule.for_each.steps] = rule.items(data, "", seen)
+        for f in self.files:
+            if f.target in targets:
+                for rule in f.rules:
+                    chains = items[rule.for_each.steps]
+                    if chains:
+                        rule.produce(run, rule, chains, rid_of, resources, resource_rules, rows)
         run.ref_index = _no_refs  # break the run ↔ closure cycle: the case is freed by refcounting, not the GC
-        return MappedCase(case, resources, rows, resource_rules, run.touched, run.unmapped)
+        return MappedCase(case, resources, rows, resource_rules, run.reads, run.unmapped)
 
 
 def _no_refs(entity_path: str, rule_id: str | None) -> list[str]:
     return []
 
 
-def _scope_at(path: str, run: Run) -> Scope:
+def _chain_at(path: str, data: dict[str, Any]) -> Chain:
     """The scope chain a rule would have for the entity at ``path`` (root, each list level, the entity)."""
-    scope = Scope(run.data, "", None, run)
+    chain: list[Any] = [data, ""]
     cuts = [m.end() for m in re.finditer(r"\[\d+\]", path)]
     if not cuts or cuts[-1] != len(path):
         cuts.append(len(path))
     for end in cuts:
-        scope = Scope(resolve_path(run.data, path[:end]), path[:end], scope, run)
-    return scope
+        chain += (resolve_path(data, path[:end]), path[:end])
+    return tuple(chain)
 
 
 def digest_files(paths: list[Path]) -> str:

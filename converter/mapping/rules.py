@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from converter.mapping.casepaths import with_lists
-from converter.mapping.conditions import compile_condition
-from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk
+from converter.mapping.codegen import Source
+from converter.mapping.paths import Path, PathSyntaxError, each_hit, parse_path, walk_code
 from converter.mapping.terminology import Terminology
-from converter.mapping.verbs import Collected, CompileError, Compiler, Origin, Scope, resolve
+from converter.mapping.verbs import Collected, CompileError, Compiler, Origin
 
 
-@dataclass(slots=True)
-class Supp:
-    """One SUPPQUAL qualifier a rule sends: QNAM, QLABEL and the compiled value."""
-
-    qnam: str
-    label: str
-    value: Callable[[Scope], Any]
-    origin: str = "CRF"
+Chain = tuple[Any, ...]  # a scope chain: (root, "", item, its path, …) from the case root to the item
 
 
 @dataclass(slots=True)
 class Rule:
-    """One compiled rule: which items it iterates, and what it emits for each."""
+    """One compiled rule: which items it iterates, and what it emits for each.
+
+    ``items``, ``when`` and ``produce`` are generated functions (:mod:`converter.mapping.codegen`):
+    ``items(root, "", seen)`` lists the scope chain of every item (see :func:`_items`); ``when(run, *chain)``
+    is the rule condition alone (for ``$ref``); ``produce(run, rule, chains, rid_of, resources,
+    resource_rules, rows)`` runs the rule over those items, appending each FHIR resource (and this rule) or
+    SDTM :class:`Row`.
+    """
 
     id: str
     file: str
@@ -37,33 +38,24 @@ class Rule:
     kind: str                         # FHIR resource type or SDTM domain
     for_each: Path
     pattern: str                      # schema pattern of the items, e.g. "therapy_lines[].agents[]"
-    when: Callable[[Scope], bool] | None
-    emit: Callable[[Scope], Any]
+    when: Callable[..., bool] | None
+    items: Callable[..., list[Chain]]
+    produce: Callable[..., None]
     profile: str = ""
-    supp: list[Supp] = field(default_factory=list)
-    relrec: list[Path] = field(default_factory=list)
     description: str = ""
     template: Any = None              # the raw template (documentation)
 
-    def items(self, root: Scope) -> Iterator[Scope]:
-        """Every item this rule applies to, each with its scope chain (``..`` = enclosing list item)."""
-        groups: list[tuple[str, ...]] = []
-        current: list[str] = []
-        for step in self.for_each.steps:
-            current.append(step)
-            if step == "[]":
-                groups.append(tuple(current))
-                current = []
-        if current:
-            groups.append(tuple(current))
 
-        def descend(scope: Scope, level: int) -> Iterator[Scope]:
-            if level == len(groups):
-                yield scope
-                return
-            for value, where in walk(scope.item, groups[level], scope.path):
-                yield from descend(Scope(value, where, scope, scope.run), level + 1)
-        yield from descend(root, 0)
+@dataclass(slots=True)
+class Row:
+    """One SDTM row a rule produced, before the SDTM builder adds keys and sequence numbers."""
+
+    domain: str
+    values: dict[str, Any]
+    rule: Rule
+    entity: str                           # business key of the source entity (its id or path)
+    supp: list[tuple[str, str, Any, str]] = field(default_factory=list)  # (QNAM, QLABEL, QVAL, QORIG)
+    related: list[str] = field(default_factory=list)  # entity ids this row is related to (RELREC)
 
 
 @dataclass(slots=True)
@@ -165,28 +157,108 @@ def compile_rule(spec: dict[str, Any], file: str, target: str, kind: str, termin
     collected.paths.append((for_each, ((),), *pos(spec, "for_each")))
     when = None
     if "when" in spec:
+        src = compiler.start("when", line)
         try:
-            when = compile_condition(spec["when"], compiler.reading(Origin(file, line, rule_id, f"{kind} (rule condition)")))
+            cond = compiler.condition(spec["when"], Origin(file, line, rule_id, f"{kind} (rule condition)"))
         except (ValueError, PathSyntaxError) as exc:
             raise CompileError(f"when: {exc}", *pos(spec, "when")) from None
         compiler._condition_paths(spec["when"], spec)
+        when = src.build("when", cond)
     body_key = "resource" if target == "fhir" else "row"
     if body_key not in spec:
         raise CompileError(f"rule {rule_id} has no '{body_key}:' template", line, col)
-    emit, _ = compiler.compile(spec[body_key], kind)
-    supp = []
+    produce = _produce(spec, spec[body_key], target, kind, compiler, when is not None, line)
+    pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
+    pattern = pattern.replace(".[]", "[]")
+    return Rule(rule_id, file, line, target, kind, for_each, pattern, when,
+                _items(for_each.steps, pattern, f"<mapping {file}:{line} rule {rule_id} for_each>"), produce,
+                str(spec.get("profile", "")), str(spec.get("description", "")), spec[body_key])
+
+
+def _produce(spec: dict[str, Any], template: Any, target: str, kind: str, compiler: Compiler, conditional: bool,
+             line: int) -> Callable[..., None]:
+    """Generate ``produce``: for each item, the rule condition, then one FHIR resource or SDTM row (with its
+    SUPP-- qualifiers and RELREC ids) from the template — the reads of each part recorded in order."""
+    rule_id, file = compiler.rule, compiler.file
+    src = compiler.start("produce", line)
+    src.line(f"for {src.params()} in chains:")
+    src.indent = 2
+    if conditional:  # read while the previous output is still the current one
+        src.line("cur = run.current")
+        src.reads_here()
+        cond = compiler.condition(spec["when"], Origin(file, line, rule_id, f"{kind} (rule condition)"))
+        with src.block(f"if not {cond}:"):
+            src.line("continue")
+    item, where = f"i{src.depth}", f"w{src.depth}"
+    own_id = src.const(Origin(file, line, rule_id, kind), "O")  # reading an item's id feeds the output itself
+    src.line(f"key = {item}['id'] if isinstance({item}, dict) and isinstance({item}.get('id'), str) else {where}")
+    if target == "fhir":
+        src.line(f"rid = rid_of({src.const(rule_id)}, key)")
+        src.line(f"run.current = cur = ({src.const(kind)}, rid)")
+    else:
+        src.line("values = {}")
+        src.line("run.current = cur = values")
+    with src.block(f"if isinstance({item}, dict) and 'id' in {item}:"):
+        src.line(f"touch(({where} + '.id', {own_id}, cur))")
+    src.reads_here()
+    if target == "fhir":
+        src.line(f"resource = {{'resourceType': {src.const(kind)}, 'id': rid}}")
+        profile = str(spec.get("profile", ""))
+        if profile:
+            src.line(f"resource['meta'] = {{'profile': [{src.const(profile)}]}}")
+        compiler.body(template, kind, "resource", ("resourceType", "id", "meta"))
+        src.line("resources.append(resource)")
+        src.line("resource_rules.append(rule)")
+    else:
+        compiler.body(template, kind, "values", ())
+        src.line(f"row = {src.helper('Row', Row)}({src.const(kind)}, values, rule, key)")
+        _supp(spec, kind, compiler, src)
+        if "relrec" in spec:
+            for text in spec["relrec"] if isinstance(spec["relrec"], list) else [spec["relrec"]]:
+                with each_hit(src, compiler.path(text, spec)) as (v, w), src.block(f"if isinstance({v}, str):"):
+                    src.line(f"row.related.append({v})")
+                    src.line(f"touch(({w}, {own_id}, cur))")
+        src.line("rows.append(row)")
+    return src.build("produce", "", "run, rule, chains, rid_of, resources, resource_rules, rows")
+
+
+def _supp(spec: dict[str, Any], kind: str, compiler: Compiler, src: Source) -> None:
+    """Generate the SUPP-- qualifiers of a row: each value that is not empty, in the order of the mapping."""
+    empty = src.const((None, "", []))
     for qnam, qspec in (spec.get("supp") or {}).items():
         if not isinstance(qspec, dict) or "value" not in qspec:
             raise CompileError(f"supp {qnam}: needs label and value", *pos(spec["supp"], qnam))
-        fn, _ = compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}")
-        supp.append(Supp(str(qnam), str(qspec.get("label", qnam)), fn, str(qspec.get("origin", "CRF"))))
-    relrec: list[Path] = []
-    if "relrec" in spec:
-        specs = spec["relrec"] if isinstance(spec["relrec"], list) else [spec["relrec"]]
-        relrec = [compiler.path(r, spec) for r in specs]
-    pattern = "".join(("[]" if s == "[]" else (("." if i else "") + s)) for i, s in enumerate(item_pattern))
-    return Rule(rule_id, file, line, target, kind, for_each, pattern.replace(".[]", "[]"), when, emit,
-                str(spec.get("profile", "")), supp, relrec, str(spec.get("description", "")), spec[body_key])
+        value = compiler.compile(qspec["value"], f"SUPP{kind}.{qnam}").expr
+        qualifier = (str(qnam), str(qspec.get("label", qnam)))
+        with src.block(f"if {value} not in {empty}:"):
+            src.line(f"row.supp.append(({src.const(qualifier[0])}, {src.const(qualifier[1])}, {value}, "
+                     f"{src.const(str(qspec.get('origin', 'CRF')))}))")
+
+
+def _items(steps: tuple[str, ...], pattern: str, filename: str) -> Callable[..., list[Chain]]:
+    """Generate the item loop of a ``for_each`` path: one nested loop per list level (``..`` = enclosing item).
+
+    ``items(root, "", seen)`` returns every item's scope chain and records it in ``seen`` (document path →
+    (``pattern``, chain)), the entities ``$ref`` may point to."""
+    groups: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for step in steps:
+        current.append(step)
+        if step == "[]":
+            groups.append(tuple(current))
+            current = []
+    if current:
+        groups.append(tuple(current))
+    src = Source(filename, 0, (True,))
+    src.line("out = []")
+    with ExitStack() as stack:
+        for level, group in enumerate(groups):
+            v, w = stack.enter_context(walk_code(src, f"i{level}", f"w{level}", group, level == 0))
+            src.line(f"i{level + 1}, w{level + 1} = {v}, {w}")
+        src.line(f"chain = ({src.params(len(groups))},)")
+        src.line("out.append(chain)")
+        src.line(f"seen[w{len(groups)}] = ({src.const(pattern)}, chain)")
+    return src.build("items", "out", "i0, w0, seen")
 
 
 def _scope_chain(steps: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:

@@ -1,4 +1,4 @@
-"""The mapping verbs and the compiler that turns a mapping template into fast closures.
+"""The mapping verbs and the compiler that turns a mapping template into generated Python (see codegen.py).
 
 A template is plain YAML shaped like its target (a FHIR resource or an SDTM row). Literals are constants;
 a mapping with one ``$verb`` key computes a value. The verbs are documented in docs/mapping-language.md:
@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import re
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import lru_cache
+from hashlib import sha1
 from typing import Any, Callable
 
 from converter.case.dates import iso_of
 from converter.mapping.casepaths import is_list
-from converter.mapping.conditions import compile_condition, text_of
-from converter.mapping.paths import Path, PathSyntaxError, parse_path, walk
+from converter.mapping.codegen import Source
+from converter.mapping.conditions import compile_condition, normalized, text_of
+from converter.mapping.paths import Path, PathSyntaxError, each_hit, hit_list, parse_path, walk
 from converter.mapping.terminology import Terminology, normalize
 
 VERBS = ("$value", "$code", "$ct", "$date", "$quantity", "$ref", "$each", "$format", "$first")
@@ -36,6 +38,8 @@ VERB_OPTIONS: dict[str, tuple[str, ...]] = {
     "$first": (),
 }
 NAMESPACE = uuid.UUID("6f1b2c1e-6a55-5c1f-9a63-0c4a5e2b7d10")
+_NAMESPACE_BYTES = NAMESPACE.bytes
+_VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}  # a hex digit with the RFC 4122 variant bits set
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _INDEX = re.compile(r"\[\d+\]")
 
@@ -66,55 +70,19 @@ class Run:
     data: dict[str, Any]
     ids: dict[str, str]
     terminology: Terminology
-    ref_index: Callable[[str, str | None], list[str]]
-    touched: list[tuple[str, Origin, Any]] = field(default_factory=list)
+    ref_index: Callable[[str, str | None], list[str]]  # (entity path, rule id) → "urn:uuid:<resource id>" of each
+    reads: list[Any] = field(default_factory=list)  # every read, flat: where, origin, current output, where, …
     unmapped: list[dict[str, str]] = field(default_factory=list)
     current: Any = None  # the resource / row being built
 
     def touch(self, where: str, origin: Origin) -> None:
         """Record that ``where`` in the case fed ``origin`` of the current output."""
-        self.touched.append((where, origin, self.current))
+        self.reads.extend((where, origin, self.current))
 
     def flag(self, where: str, text: Any, origin: Origin, reason: str) -> None:
         """Record a fact that was kept as text (or dropped) because no verified code exists."""
         self.unmapped.append({"path": where, "text": str(text), "reason": reason,
                               "mapping": f"{origin.file}:{origin.line}", "rule": origin.rule, "target": origin.target})
-
-
-@dataclass(slots=True)
-class Scope:
-    """The item a rule is looking at, its document path, and the enclosing item."""
-
-    item: Any
-    path: str
-    parent: "Scope | None"
-    run: Run
-
-
-def resolve(path: Path, scope: Scope) -> list[tuple[Any, str]]:
-    """Evaluate a compiled path in a scope: every (value, concrete path)."""
-    base: Scope | None = scope
-    if path.up == -1:
-        while base.parent is not None:
-            base = base.parent
-    else:
-        for _ in range(path.up):
-            base = base.parent if base is not None else None
-    if base is None:
-        return []
-    if path.many:
-        return list(walk(base.item, path.steps, base.path))
-    value = base.item  # fast path: plain field access, the common case
-    for step in path.steps:
-        if type(value) is not dict:
-            return []
-        value = value.get(step)
-        if value is None:
-            return []
-    if not path.steps:
-        return [] if value is None else [(value, base.path)]
-    suffix = path.dotted
-    return [(value, f"{base.path}.{suffix}" if base.path else suffix)]
 
 
 def resource_key(item: Any, where: str) -> str:
@@ -124,10 +92,10 @@ def resource_key(item: Any, where: str) -> str:
     return where
 
 
-@lru_cache(maxsize=65536)
 def resource_id(case_id: str, rule_id: str, key: str) -> str:
-    """Deterministic resource id: UUIDv5 of case id + rule + key."""
-    return str(uuid.uuid5(NAMESPACE, f"{case_id}|{rule_id}|{key}"))
+    """Deterministic resource id: UUIDv5 of case id + rule + key (``str(uuid.uuid5(NAMESPACE, …))``)."""
+    h = sha1(_NAMESPACE_BYTES + f"{case_id}|{rule_id}|{key}".encode()).hexdigest()  # the first 32 digits are the UUID
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"  # version 5, RFC 4122 variant
 
 
 def pattern_of(where: str) -> str:
@@ -146,90 +114,166 @@ class Collected:
     errors: list["CompileError"] = field(default_factory=list)                   # problems found while compiling
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A compiled template node: the expression holding its value once its statements ran."""
+
+    expr: str          # a local variable or a bound constant (None = nothing to emit)
+    dynamic: bool      # False: the value is the constant ``value``, computed at compile time
+    value: Any = None
+    plain: bool = False  # the value is never an empty list or mapping (None or kept as it is)
+    single: bool = False  # the value is never a list (a list template appends it, never extends by it)
+
+    def keep(self) -> str:
+        """The test for "a template keeps this value" (empty values are dropped)."""
+        if self.plain:
+            return f"{self.expr} is not None"
+        return "{0} is not None and ({0} or ({0} != [] and {0} != {{}}))".format(self.expr)
+
+
+
+
 @dataclass(slots=True)
 class Compiler:
-    """Compiles template nodes of one rule."""
+    """Compiles template nodes of one rule into the statements of a generated function (``src``)."""
 
     file: str
     rule: str
     terminology: Terminology
     collected: Collected
     scopes: tuple[tuple[str, ...], ...] = ()  # schema patterns of the scope chain (root first)
+    src: Source | None = None                 # the function being generated
 
     def where(self, node: Any) -> tuple[int, int]:
         """Line and column (1-based) of a ruamel node."""
         lc = getattr(node, "lc", None)
         return (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (0, 0)
 
-    def path(self, text: Any, node: Any) -> Path:
-        """Compile a source path, remembering it for the linter."""
+    def path(self, text: Any, node: Any, record: bool = True) -> Path:
+        """Compile a source path, remembering it for the linter (unless ``record`` is False)."""
         line, col = self.where(node)
         try:
             p = parse_path(str(text))
         except PathSyntaxError as exc:
             raise CompileError(str(exc), line, col) from None
-        self.collected.paths.append((p, self.scopes, line, col))
+        if record:
+            self.collected.paths.append((p, self.scopes, line, col))
         return p
 
-    def reading(self, origin: Origin) -> Callable[[Path, Scope], list[tuple[Any, str]]]:
-        """A path resolver for conditions that records what it read (a field a condition tests is used)."""
+    def start(self, kind: str, line: int) -> Source:
+        """Begin a new generated function of this rule (``kind``: when, produce)."""
+        empty = (True,) + (False,) * (len(self.scopes) - 1)
+        self.src = Source(f"<mapping {self.file}:{line} rule {self.rule} {kind}>", len(self.scopes) - 1, empty)
+        return self.src
 
-        def read(path: Path, sc: Scope) -> list[tuple[Any, str]]:
-            hits = resolve(path, sc)
-            for _, where in hits:
-                sc.run.touch(where, origin)
-            return hits
-        return read
+    def condition(self, spec: Any, origin: Origin) -> str:
+        """Generate a condition whose reads are recorded under ``origin``; returns its boolean variable."""
+        src = self.src
+        src.line(f"# {origin.file}:{origin.line} {origin.target}")
+        return compile_condition(spec, src, src.const(origin, "O"))
 
-    def compile(self, node: Any, target: str) -> tuple[Callable[[Scope], Any], bool]:
-        """Compile a template node: (function of a scope, is-dynamic)."""
+    def compile(self, node: Any, target: str) -> Part:
+        """Compile a template node into ``src``."""
+        src = self.src
         if isinstance(node, dict):
             verbs = [k for k in node if isinstance(k, str) and k.startswith("$") and k != "$when"]
             cond = None
             if "$when" in node:
                 line, col = self.where(node)
                 try:
-                    cond = compile_condition(node["$when"], self.reading(Origin(self.file, line, self.rule, f"{target} (condition)")))
+                    cond = self.condition(node["$when"], Origin(self.file, line, self.rule, f"{target} (condition)"))
                 except (ValueError, PathSyntaxError) as exc:
                     raise CompileError(f"$when: {exc}", line, col) from None
                 self._condition_paths(node["$when"], node)
             if len(verbs) > 1:
                 line, col = self.where(node)
                 raise CompileError(f"one verb per mapping, found {', '.join(verbs)}", line, col)
-            if verbs:
-                try:
-                    fn = self.verb(verbs[0], node, target)
-                except CompileError as exc:  # keep going: every problem of a file is reported at once
-                    self.collected.errors.append(exc)
-                    fn = _nothing
-                dynamic = True
-            else:
-                fn, dynamic = self.obj(node, target)
             if cond is None:
-                return fn, dynamic
-            return (lambda sc: fn(sc) if cond(sc) else None), True
+                return self._dict(node, verbs, target)
+            out = src.var("r")
+            src.line(f"{out} = None")
+            with src.block(f"if {cond}:"):
+                part = self._dict(node, verbs, target)
+                src.line(f"{out} = {part.expr}")
+            return Part(out, True, plain=part.plain or (not part.dynamic and _kept(part.value)),
+                        single=part.single or (not part.dynamic and not isinstance(part.value, list)))
         if isinstance(node, list):
             parts = [self.compile(v, f"{target}[{i}]") for i, v in enumerate(node)]
-            fns = [f for f, _ in parts]
+            if not any(p.dynamic for p in parts):
+                const_list: list[Any] = []
+                for p in parts:
+                    if isinstance(p.value, list):
+                        const_list.extend(p.value)
+                    elif p.value is not None:
+                        const_list.append(p.value)
+                value = const_list or None
+                return Part(src.const(value), False, value, True)
+            out = src.var("l")
+            if len(parts) == 1 and parts[0].single:  # one element: a list of it, or nothing
+                src.line(f"{out} = [{parts[0].expr}] if {parts[0].expr} is not None else None")
+                return Part(out, True, plain=True)
+            # the elements' statements were generated in order above; collect their values
+            src.line(f"{out} = []")
+            for p in parts:
+                if not p.dynamic:
+                    if isinstance(p.value, list):
+                        src.line(f"{out}.extend({p.expr})")
+                    elif p.value is not None:
+                        src.line(f"{out}.append({p.expr})")
+                    continue
+                if not p.single:
+                    with src.block(f"if isinstance({p.expr}, list):"):
+                        src.line(f"{out}.extend({p.expr})")
+                with src.block(f"{'if' if p.single else 'elif'} {p.expr} is not None:"):
+                    src.line(f"{out}.append({p.expr})")
+            src.line(f"{out} = {out} or None")
+            return Part(out, True, plain=True)
+        return Part(src.const(node), False, node, _kept(node), True)
 
-            def lst(sc: Scope) -> Any:
-                out: list[Any] = []
-                for f in fns:
-                    v = f(sc)
-                    if isinstance(v, list):
-                        out.extend(v)
-                    elif v is not None:
-                        out.append(v)
-                return out or None
-            if not any(d for _, d in parts):
-                const_list = lst(None)  # type: ignore[arg-type]
-                return (lambda sc: const_list), False
-            return lst, True
-        value = node
-        return (lambda sc: value), False
+    def _dict(self, node: dict[str, Any], verbs: list[str], target: str) -> Part:
+        if not verbs:
+            return self.obj(node, target)
+        try:
+            expr = self.verb(verbs[0], node, target)
+        except CompileError as exc:  # keep going: every problem of a file is reported at once
+            self.collected.errors.append(exc)
+            return Part("None", True, plain=True, single=True)
+        return Part(expr, True, plain=self._plain(verbs[0], node), single=self._single(verbs[0], node))
 
-    def obj(self, node: dict[str, Any], target: str) -> tuple[Callable[[Scope], Any], bool]:
-        """A literal mapping: kept when constant, dropped when all its computed fields are empty."""
+    def _plain(self, verb: str, node: dict[str, Any]) -> bool:
+        """Whether a compiled verb's value is never an empty list or mapping (its keep test is ``is not None``)."""
+        if verb in ("$format", "$first", "$each"):
+            return True
+        if verb == "$value" or (verb == "$date" and node.get("part", "date") != "date"):
+            return False  # a value copied from the case may be anything
+        return not self.path(node[verb], node, record=False).many  # a [] path gives a list, maybe empty
+
+    def _single(self, verb: str, node: dict[str, Any]) -> bool:
+        """Whether a compiled verb's value is never a list."""
+        if verb in ("$each", "$first", "$value"):
+            return False
+        if verb == "$format":
+            return True
+        return self._plain(verb, node)  # a coded value, a date, a quantity or a reference unless over a [] path
+
+    def body(self, node: Any, target: str, into: str, reserved: tuple[str, ...]) -> None:
+        """Generate a rule's template so that its fields end up in the dict variable ``into`` (as
+        ``into.update(template or {})`` would), written in place when it is a plain mapping of its own keys."""
+        src = self.src
+        if isinstance(node, dict) and not any(isinstance(k, str) and (k.startswith("$") or k in reserved) for k in node):
+            part = self.obj(node, target, into)
+            if part.expr == into:
+                return
+        else:
+            part = self.compile(node, target)
+        src.line(f"{into}.update({part.expr} or {{}})")
+
+    def obj(self, node: dict[str, Any], target: str, into: str | None = None) -> Part:
+        """A literal mapping: kept when constant, dropped when all its computed fields are empty.
+
+        With ``into`` (a dict variable) a computed mapping is written there, and its constants taken out
+        again when none of its computed fields is filled."""
+        src = self.src
         lc = getattr(node, "lc", None)
         node = {k: v for k, v in node.items() if k != "$when"} if lc is None else node
         for k in node:
@@ -240,29 +284,37 @@ class Compiler:
             except (KeyError, TypeError):
                 line, col = 0, 0
             self.collected.targets.append((f"{target}.{k}", "", "", line, col))
-        parts = [(str(k), *self.compile(v, f"{target}.{k}")) for k, v in node.items() if k != "$when"]
-        dynamic = any(d for _, _, d in parts)
-        if not dynamic:  # a constant mapping is built once (outputs never mutate nested values)
-            const = {k: v for k, f, _ in parts if (v := f(None)) is not None and v != [] and v != {}} or None
-            return (lambda sc: const), False
-        # constants are kept as values (no call per output), computed fields as functions
-        items = [(k, None, f(None)) if not d else (k, f, None) for k, f, d in parts]
-
-        def build(sc: Scope) -> Any:
-            out: dict[str, Any] = {}
-            filled = False
-            for k, f, const in items:
-                if f is None:
-                    if const is not None and const != [] and const != {}:
-                        out[k] = const
-                    continue
-                v = f(sc)
-                if v is None or v == [] or v == {}:
-                    continue
-                out[k] = v
-                filled = True
-            return out if filled else None
-        return build, dynamic
+        parts = [(str(k), self.compile(v, f"{target}.{k}")) for k, v in node.items() if k != "$when"]
+        if not any(p.dynamic for _, p in parts):  # a constant mapping is built once (outputs never mutate nested values)
+            const = {k: p.value for k, p in parts if _kept(p.value)} or None
+            return Part(src.const(const), False, const, True, True)
+        out, filled = into or src.var("o"), src.var("f")
+        constants = any(not p.dynamic and _kept(p.value) for _, p in parts)  # else: filled == not empty
+        if into is None and not constants and len(parts) == 1:  # one computed field: a mapping of it, or nothing
+            (k, p), = parts
+            src.line(f"{out} = {{{k!r}: {p.expr}}} if {p.keep()} else None")
+            return Part(out, True, plain=True, single=True)
+        if into is None:
+            src.line(f"{out} = {{}}")
+        if constants:
+            src.line(f"{filled} = False")
+        for k, p in parts:
+            if not p.dynamic:
+                if _kept(p.value):  # constants are kept as values, not computed per output
+                    src.line(f"{out}[{k!r}] = {p.expr}")
+                continue
+            with src.block(f"if {p.keep()}:"):
+                src.line(f"{out}[{k!r}] = {p.expr}")
+                if constants:
+                    src.line(f"{filled} = True")
+        if into is None:
+            src.line(f"{out} = {out} if {filled} else None" if constants else f"{out} = {out} or None")
+        elif constants:
+            with src.block(f"if not {filled}:"):
+                for k, p in parts:
+                    if not p.dynamic and _kept(p.value):
+                        src.line(f"del {out}[{k!r}]")
+        return Part(out, True, plain=True, single=True)
 
     def _condition_paths(self, spec: Any, node: Any) -> None:
         if isinstance(spec, dict):
@@ -275,8 +327,8 @@ class Compiler:
             if "not" in spec:
                 self._condition_paths(spec["not"], node)
 
-    def verb(self, name: str, node: dict[str, Any], target: str) -> Callable[[Scope], Any]:
-        """Compile one verb node."""
+    def verb(self, name: str, node: dict[str, Any], target: str) -> str:
+        """Compile one verb node; returns the variable holding its value."""
         line, col = self.where(node)
         if name not in VERBS:
             raise CompileError(f"unknown verb {name!r}; expected one of {', '.join(VERBS)}", line, col)
@@ -286,12 +338,30 @@ class Compiler:
             hint = f"; {name} takes {', '.join(allowed)}" if allowed else f"; {name} takes no options"
             raise CompileError(f"unknown option(s) {', '.join(map(str, extra))} for {name}{hint}", line, col)
         origin = Origin(self.file, line, self.rule, target)
-        arg = node[name]
-        return getattr(self, "v_" + name[1:])(arg, node, origin, line, col)
+        self.src.line(f"# {self.file}:{line} {target} {name}")
+        return getattr(self, "v_" + name[1:])(node[name], node, origin, line, col)
+
+    def _gather(self, p: Path, origin: Origin, one: str) -> str:
+        """Generate ``one`` (a format string over the value, its path) applied to every value at ``p``, each
+        read recorded; a list for ``[]`` paths, else the one value or None."""
+        src = self.src
+        o = src.const(origin, "O")
+        out = src.var("r")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
+        with each_hit(src, p) as (v, w):
+            src.line(f"touch(({w}, {o}, cur))")
+            if p.many:
+                r = src.var("x")
+                src.line(f"{r} = {one.format(v, w)}")
+                with src.block(f"if {r} is not None:"):
+                    src.line(f"{out}.append({r})")
+            else:
+                src.line(f"{out} = {one.format(v, w)}")
+        return out
 
     # --- verbs ---------------------------------------------------------------------------------------
 
-    def v_value(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_value(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
         kind = node.get("as")
         if kind not in (None, "text", "number", "integer"):
@@ -301,12 +371,12 @@ class Compiler:
         default = node.get("default")
         joiner = node.get("join")
 
-        def convert(v: Any, where: str, sc: Scope) -> Any:
+        def convert(v: Any, where: str, run: Run) -> Any:
             v = text_of(v)
             if has_map:
-                key = normalize(str(v))
+                key = normalized(str(v))
                 if key not in table:
-                    sc.run.flag(where, v, origin, "value not in the mapping's map")
+                    run.flag(where, v, origin, "value not in the mapping's map")
                     return None
                 v = table[key]
             if kind == "text" and v is not None:
@@ -315,25 +385,33 @@ class Compiler:
                 try:
                     return int(v) if kind == "integer" else float(v)
                 except (TypeError, ValueError):
-                    sc.run.flag(where, v, origin, f"not a {kind}")
+                    run.flag(where, v, origin, f"not a {kind}")
                     return None
             return v
 
-        def fn(sc: Scope) -> Any:
-            values = []
-            for v, where in resolve(p, sc):
-                sc.run.touch(where, origin)
-                c = convert(v, where, sc)
-                if c is not None:
-                    values.append(c)
-            if not values:
-                return default
-            if p.many:
-                return joiner.join(_text(v) for v in values) if joiner is not None else values
-            return values[0]
-        return fn
+        src = self.src
+        one = "{0}['text'] if isinstance({0}, dict) and 'text' in {0} else {0}"  # text_of, inline
+        if kind == "text" and not has_map:  # its text, a string as it is
+            t = src.var("t")
+            one = f"({t} if type({t} := ({one})) is str or {t} is None else {src.helper('_text', _text)}({t}))"
+        elif has_map or kind is not None:
+            one = src.const(convert, "F") + "({0}, {1}, run)"
+        if not p.many:
+            out = self._gather(p, origin, one)
+            if default is not None:
+                with src.block(f"if {out} is None:"):
+                    src.line(f"{out} = {src.const(default)}")
+            return out
+        values = self._gather(p, origin, one)
+        out = src.var("r")
+        if joiner is None:
+            src.line(f"{out} = {values} if {values} else {src.const(default)}")
+        else:
+            text = src.helper("_text", _text)
+            src.line(f"{out} = {src.const(joiner)}.join({text}(v) for v in {values}) if {values} else {src.const(default)}")
+        return out
 
-    def v_code(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_code(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
         name = node.get("table")
         if not name:
@@ -345,28 +423,47 @@ class Compiler:
         system = node.get("system")
         as_coding = node.get("as") == "coding"
         terminology = self.terminology
-
-        def one(v: Any, where: str, sc: Scope) -> Any:
-            text = _text(text_of(v))
+        def lookup(text: str) -> tuple[str | None, tuple[dict[str, str], ...], Any]:
+            """(why it is flagged or None, its codings as FHIR Codings to copy, the wanted field of the first)."""
             table = terminology.tables.get(name)
             entry = table.lookup(text) if table is not None else None
             codings = [c for c in (entry.codings if entry else []) if system is None or c.system == system]
+            reason = None
             if not codings:
-                reason = "unknown term" if entry is None else "no approved code"
-                sc.run.flag(where, text, origin, f"{reason} in table {name} (text kept, no code)")
-            if want == "text":
-                return text
-            if want != "concept":
-                return getattr(codings[0], want) if codings else None
-            out = [{"system": c.system, "code": c.code, "display": c.display} if c.display else
-                   {"system": c.system, "code": c.code} for c in codings]
-            if as_coding:
-                return out[0] if out else None
-            return {"coding": out, "text": text} if out else {"text": text}
+                reason = f"{'unknown term' if entry is None else 'no approved code'} in table {name} (text kept, no code)"
+            fhir = tuple({"system": c.system, "code": c.code, "display": c.display} if c.display else
+                         {"system": c.system, "code": c.code} for c in codings)
+            return reason, fhir, getattr(codings[0], want) if codings and want not in ("concept", "text") else None
+        known = Memo(lookup)  # source text → lookup(text)
+        if want == "text":
+            result = "{text}"
+        elif want != "concept":
+            result = "{value}"
+        elif as_coding:
+            result = "dict({fhir}[0]) if {fhir} else None"
+        else:
+            result = "{{'coding': list(map(dict, {fhir})), 'text': {text}}} if {fhir} else {{'text': {text}}}"
+        src = self.src
+        memo, o = src.const(known, "M"), src.const(origin, "O")
+        text, reason, fhir, value = src.var("t"), src.var("q"), src.var("c"), src.var("x")
+        out = src.var("r")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
+        with each_hit(src, p) as (v, w):
+            src.line(f"touch(({w}, {o}, cur))")
+            src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
+            src.line(f"{reason}, {fhir}, {value} = {memo}[{text}]")
+            with src.block(f"if {reason} is not None:"):
+                src.line(f"run.flag({w}, {text}, {o}, {reason})")
+            code = result.format(text=text, fhir=fhir, value=value)
+            if not p.many:
+                src.line(f"{out} = {code}")
+            else:
+                src.line(f"{value} = {code}")
+                with src.block(f"if {value} is not None:"):
+                    src.line(f"{out}.append({value})")
+        return out
 
-        return _gather(p, origin, one)
-
-    def v_ct(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_ct(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
         name = node.get("codelist")
         if not name:
@@ -379,26 +476,42 @@ class Compiler:
                                "or derive (a sponsor --TESTCD made from the text)", line, col)
         keep_text = unknown == "text"
         derive = unknown == "derive"
-
-        def one(v: Any, where: str, sc: Scope) -> Any:
+        def lookup(text: str) -> Any:
             cl = terminology.codelists.get(name)
-            text = _text(text_of(v))
-            term = cl.lookup(text) if cl is not None else None
-            if term is not None:
-                return term.submission_value
+            return cl.lookup(text) if cl is not None else None
+        known = Memo(lookup)  # source text → its term in the codelist (or None)
+
+        def uncoded(text: str, where: str, run: Run) -> Any:
+            cl = terminology.codelists.get(name)
             if cl is not None and cl.extensible and keep_text:
-                sc.run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
+                run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
                 return text
             if cl is not None and cl.extensible and derive:
                 code = sponsor_code(text)
-                sc.run.flag(where, text, origin, f"not in extensible codelist {name}: sponsor code {code} derived "
-                            "from the text (review, then declare it in cdisc-ct/sponsor/additions.csv)")
+                run.flag(where, text, origin, f"not in extensible codelist {name}: sponsor code {code} derived "
+                         "from the text (review, then declare it in cdisc-ct/sponsor/additions.csv)")
                 return code
-            sc.run.flag(where, text, origin, f"not in non-extensible codelist {name}: left empty")
+            run.flag(where, text, origin, f"not in non-extensible codelist {name}: left empty")
             return None
-        return _gather(p, origin, one)
 
-    def v_date(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+        src = self.src
+        memo, o, text, term = src.const(known, "M"), src.const(origin, "O"), src.var("t"), src.var("m")
+        out = src.var("r")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
+        with each_hit(src, p) as (v, w):
+            src.line(f"touch(({w}, {o}, cur))")
+            src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
+            src.line(f"{term} = {memo}[{text}]")
+            value = f"{term}.submission_value if {term} is not None else {src.const(uncoded, 'F')}({text}, {w}, run)"
+            if not p.many:
+                src.line(f"{out} = {value}")
+            else:
+                src.line(f"{term} = {value}")
+                with src.block(f"if {term} is not None:"):
+                    src.line(f"{out}.append({term})")
+        return out
+
+    def v_date(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
         part = node.get("part", "date")
         if part not in ("date", "text", "direction", "anchor"):
@@ -417,9 +530,11 @@ class Compiler:
                 return None
             return (v.get("direction") or ("after" if v.get("offset") or v.get("cycle") else "coincident")).upper()
 
-        return _gather(p, origin, lambda v, where, sc: one(v))
+        if part == "date":  # a date as printed is a string: kept as it is
+            return self._gather(p, origin, f"{{0}} if type({{0}}) is str else {self.src.helper('iso_of', iso_of)}({{0}})")
+        return self._gather(p, origin, self.src.const(one, "F") + "({0})")
 
-    def v_quantity(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_quantity(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
         value_step = tuple(str(node.get("value", "value")).split("."))
         unit_step = tuple(str(node.get("unit", "unit")).split("."))
@@ -427,114 +542,185 @@ class Compiler:
         self.collected.tables.append((str(name), line, col))
         terminology = self.terminology
 
-        def one(v: Any, where: str, sc: Scope) -> Any:
-            number = next(walk(v, value_step, where), (None, ""))[0]
-            unit_hit = next(walk(v, unit_step, where), (None, ""))
+        def one(v: Any, where: str, run: Run) -> Any:
+            number = _first_hit(v, value_step, where)[0]
+            unit_hit = _first_hit(v, unit_step, where)
             if number is None:
                 return None
-            sc.run.touch(f"{where}.{'.'.join(value_step)}", origin)
+            run.touch(f"{where}.{'.'.join(value_step)}", origin)
             out: dict[str, Any] = {"value": number}
             unit = unit_hit[0]
             if unit is not None:
-                sc.run.touch(unit_hit[1], origin)
+                run.touch(unit_hit[1], origin)
                 out["unit"] = unit
                 table = terminology.tables.get(name)
                 entry = table.lookup(unit) if table is not None else None
                 if entry and entry.codings:
                     out["system"], out["code"] = entry.codings[0].system, entry.codings[0].code
                 else:
-                    sc.run.flag(unit_hit[1], unit, origin, f"unit not in table {name} (kept as text, no UCUM code)")
+                    run.flag(unit_hit[1], unit, origin, f"unit not in table {name} (kept as text, no UCUM code)")
             return out
 
-        def fn(sc: Scope) -> Any:
-            values = [r for v, where in resolve(p, sc) if (r := one(v, where, sc)) is not None]
-            return values if p.many else (values[0] if values else None)
-        return fn
+        src = self.src
+        fn = src.const(one, "F")
+        out = src.var("r")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
+        with each_hit(src, p) as (v, w):  # a quantity records what it read itself
+            r = src.var("x")
+            src.line(f"{r} = {fn}({v}, {w}, run)")
+            if p.many:
+                with src.block(f"if {r} is not None:"):
+                    src.line(f"{out}.append({r})")
+            else:
+                src.line(f"{out} = {r}")
+        return out
 
-    def v_ref(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_ref(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
         rule = node.get("rule")  # checked by the linter against the rule ids of the whole set
+        src = self.src
+        out = src.var("r")
+        if p.many:
+            call = f"{src.helper('_refs', _refs)}(run, {{0}}, {{1}}, {src.const(rule)}, {src.const(origin, 'O')})"
+            src.line(f"{out} = []")
+            with each_hit(src, p) as (v, w):
+                src.line(f"{out}.extend({call.format(v, w)})")
+            return out
+        # one value: an entity id (read, resolved through the case's ids) or the entity itself; the first target
+        entity, urns = src.var("e"), src.var("u")
+        src.line(f"{out} = None")
+        with each_hit(src, p) as (v, w):
+            with src.block(f"if isinstance({v}, str):"):
+                src.line(f"{entity} = run.ids.get({v})")
+                with src.block(f"if {entity} is not None:"):
+                    src.line(f"touch(({w}, {src.const(origin, 'O')}, cur))")
+            with src.block("else:"):
+                src.line(f"{entity} = {w}")
+            with src.block(f"if {entity} is not None:"):
+                src.line(f"{urns} = run.ref_index({entity}, {src.const(rule)})")
+                with src.block(f"if {urns}:"):
+                    src.line(f"{out} = {{'reference': {urns}[0]}}")
+        return out
 
-        def fn(sc: Scope) -> Any:
-            refs = []
-            for v, where in resolve(p, sc):
-                entity_path = sc.run.ids.get(v) if isinstance(v, str) else where
-                if entity_path is None:
-                    continue
-                if isinstance(v, str):  # an id reference is read; a referenced entity's own fields are not
-                    sc.run.touch(where, origin)
-                refs.extend({"reference": f"urn:uuid:{rid}"} for rid in sc.run.ref_index(entity_path, rule))
-            return refs if p.many else (refs[0] if refs else None)
-        return fn
-
-    def v_each(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_each(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
         if "item" not in node:
             raise CompileError("$each needs 'item: <template for each element>'", line, col)
         if not p.many and is_list(scope_pattern(self.scopes, p)):
             p = Path(p.text, p.up, p.steps + ("[]",))  # `$each: staging` iterates the list, as for_each does
+        src = self.src
         child = Compiler(self.file, self.rule, self.terminology, self.collected,
-                         self.scopes + (scope_pattern(self.scopes, p),))
-        item_fn, _ = child.compile(node["item"], origin.target)
+                         self.scopes + (scope_pattern(self.scopes, p),), src)
+        base = 0 if p.up == -1 else src.depth - p.up
+        empty = not p.steps and base >= 0 and src.empty_paths[base]
+        out = src.var("l")
+        src.line(f"{out} = []")
+        with each_hit(src, p) as (v, w), src.level(empty) as d:
+            src.line(f"i{d}, w{d} = {v}, {w}")
+            r = child.compile(node["item"], origin.target).expr
+            with src.block(f"if isinstance({r}, list):"):
+                src.line(f"{out}.extend({r})")
+            with src.block(f"elif {r} is not None:"):
+                src.line(f"{out}.append({r})")
+        src.line(f"{out} = {out} or None")
+        return out
 
-        def fn(sc: Scope) -> Any:
-            out = []
-            for v, where in resolve(p, sc):
-                r = item_fn(Scope(v, where, sc, sc.run))
-                if isinstance(r, list):
-                    out.extend(r)
-                elif r is not None:
-                    out.append(r)
-            return out or None
-        return fn
-
-    def v_format(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_format(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         template = str(arg)
         paths = [self.path(m, node) for m in _PLACEHOLDER.findall(template)]
         pieces = _PLACEHOLDER.split(template)
-
-        def fn(sc: Scope) -> Any:
-            values = []
+        src = self.src
+        o = src.const(origin, "O")
+        text = src.helper("_text", _text)
+        text_of_fn = src.helper("text_of", text_of)
+        out = src.var("r")
+        src.line(f"{out} = None")
+        values: list[str] = []
+        with ExitStack() as stack:  # each placeholder nests: a missing one leaves the result None
             for p in paths:
-                hits = resolve(p, sc)
-                if not hits:
-                    return None
-                for _, where in hits:
-                    sc.run.touch(where, origin)
-                values.append(", ".join(_text(text_of(v)) for v, _ in hits))
-            out = []
-            for i, piece in enumerate(pieces):
-                out.append(values[i // 2] if i % 2 else piece)
-            return "".join(out)
-        return fn
+                s = src.var("s")
+                if p.many:
+                    hits = hit_list(src, p)
+                    stack.enter_context(src.block(f"if {hits}:"))
+                    with src.block(f"for _, w in {hits}:"):
+                        src.line(f"touch((w, {o}, cur))")
+                    src.line(f"{s} = ', '.join({text}({text_of_fn}(v)) for v, _ in {hits})")
+                else:
+                    v, w = stack.enter_context(each_hit(src, p))
+                    src.line(f"touch(({w}, {o}, cur))")
+                    src.line(f"{s} = {v} if type({v}) is str else str({v}) if type({v}) is int else {text}({text_of_fn}({v}))")
+                values.append(s)
+            joined = [values[i // 2] if i % 2 else repr(piece) for i, piece in enumerate(pieces) if i % 2 or piece]
+            src.line(f"{out} = {' + '.join(joined) or repr('')}")
+        return out
 
-    def v_first(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> Callable[[Scope], Any]:
+    def v_first(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         if not isinstance(arg, list) or not arg:
             raise CompileError("$first takes a list of alternatives", line, col)
-        fns = [self.compile(a, origin.target)[0] for a in arg]
+        src = self.src
+        out = src.var("r")
+        src.line(f"{out} = None")
+        with ExitStack() as stack:  # each alternative is tried only when the ones before gave nothing
+            for i, a in enumerate(arg):
+                if src.unreachable:  # after a constant alternative: compiled (checked) but never run
+                    self.compile(a, origin.target)
+                    continue
+                part = self.compile(a, origin.target)
+                if not part.dynamic:
+                    if _kept(part.value):
+                        src.line(f"{out} = {part.expr}")
+                        stack.enter_context(src.dead())
+                    continue
+                with src.block(f"if {part.keep()}:"):
+                    src.line(f"{out} = {part.expr}")
+                if i < len(arg) - 1:
+                    stack.enter_context(src.block("else:"))
+        return out
 
-        def fn(sc: Scope) -> Any:
-            for f in fns:
-                v = f(sc)
-                if v is not None and v != [] and v != {}:
-                    return v
-            return None
-        return fn
+
+def _refs(run: Run, v: Any, where: str, rule: str | None, origin: Origin) -> list[dict[str, str]]:
+    """The references for one value of a ``$ref`` path: an entity id, or the entity itself."""
+    entity_path = run.ids.get(v) if isinstance(v, str) else where
+    if entity_path is None:
+        return []
+    if isinstance(v, str):  # an id reference is read; a referenced entity's own fields are not
+        run.touch(where, origin)
+    return [{"reference": urn} for urn in run.ref_index(entity_path, rule)]
 
 
-def _gather(p: Path, origin: Origin, one: Callable[[Any, str, Scope], Any]) -> Callable[[Scope], Any]:
-    """A verb function: ``one`` applied to every value at ``p`` (each read recorded); a list for ``[]`` paths."""
-    many = p.many
+def _first_hit(value: Any, steps: tuple[str, ...], where: str) -> tuple[Any, str]:
+    """The first (value, concrete path) of ``steps`` below ``value`` (as :func:`walk`), or (None, "")."""
+    if "[]" in steps:
+        return next(walk(value, steps, where), (None, ""))
+    for step in steps:
+        if not isinstance(value, dict) or step not in value:
+            return None, ""
+        value = value[step]
+        where = f"{where}.{step}" if where else step
+    return (value, where) if value is not None else (None, "")
 
-    def fn(sc: Scope) -> Any:
-        values = []
-        for v, where in resolve(p, sc):
-            sc.run.touch(where, origin)
-            r = one(v, where, sc)
-            if r is not None:
-                values.append(r)
-        return values if many else (values[0] if values else None)
-    return fn
+
+class Memo(dict):  # type: ignore[type-arg]
+    """A bounded memo of one compiled verb's lookups (terminology is fixed once a mapping set is loaded):
+    ``memo[key]`` is ``compute(key)``, computed once."""
+
+    __slots__ = ("compute",)
+    SIZE = 1024  # texts per verb: a vocabulary fits; misspellings cannot grow it without bound
+
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) >= self.SIZE:
+            self.clear()
+        value = self[key] = self.compute(key)
+        return value
+
+
+def _kept(value: Any) -> bool:
+    """Whether a template keeps an element (empty values are dropped)."""
+    return value is not None and value != [] and value != {}
 
 
 def sponsor_code(text: str) -> str:
@@ -550,11 +736,6 @@ def sponsor_code(text: str) -> str:
     digest = int(uuid.uuid5(NAMESPACE, normalize(text)).hex, 16)
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     return stem + alphabet[digest % 36] + alphabet[(digest // 36) % 36]
-
-
-def _nothing(scope: Scope) -> None:
-    """Stand-in for a template node that failed to compile (the file does not load; lint lists why)."""
-    return None
 
 
 def scope_pattern(scopes: tuple[tuple[str, ...], ...], p: Path) -> tuple[str, ...]:
