@@ -333,3 +333,51 @@ def test_seed_study_validates_without_unexpected_errors() -> None:
     # Known and documented: the tracheoesophageal fistula has no CTCAE/MedDRA term (AEDECOD null, reported).
     uncoded = [str(i) for i in issues if i.rule == "sdtm.dictionary.uncoded"]
     assert len(uncoded) == 1 and "AEDECOD" in uncoded[0]
+
+
+def test_a_lab_test_name_over_40_characters_is_shortened_and_kept_whole_in_supplb(tmp_path) -> None:
+    """SDTMIG 4.5.3.1: --TEST at most 40 characters; the printed name travels in SUPPLB.LBTESTTX."""
+    import json
+
+    from converter.api import convert
+
+    name = "soluble fragment of cytokeratin nineteen measured by chemiluminescence"
+    case = json.loads(open("samples/minimal.json", encoding="utf-8").read())
+    case["labs"] = [{"id": "lab-1", "test": name, "category": "tumor marker", "date": "2022-11",
+                     "value": {"value": 3.1, "unit": "ng/mL"}}]
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(case), encoding="utf-8")
+    report = convert([str(path)], tmp_path / "out")
+    assert [i["status"] for i in report.inputs] == ["converted"]
+    lb = json.loads((tmp_path / "out" / "sdtm" / "json" / "lb.json").read_text())
+    names = [c["name"] for c in lb["columns"]]
+    row = dict(zip(names, lb["rows"][0]))
+    assert row["LBTEST"] == "soluble fragment of cytokeratin nineteen" and len(row["LBTEST"]) <= 40
+    supp = json.loads((tmp_path / "out" / "sdtm" / "json" / "supplb.json").read_text())
+    snames = [c["name"] for c in supp["columns"]]
+    supp_rows = [dict(zip(snames, r)) for r in supp["rows"]]
+    assert any(r["QNAM"] == "LBTESTTX" and r["QVAL"] == name for r in supp_rows)
+    unmapped = json.loads((tmp_path / "out" / "report.json").read_text())["unmapped"]["minimal-json"]
+    assert any("shortened to 'soluble fragment of cytokeratin nineteen'" in u["reason"] for u in unmapped)
+
+
+def test_shorten_cuts_at_a_word_boundary_or_hard() -> None:
+    from converter.mapping.verbs import shorten
+
+    assert shorten("short name", 40) == "short name"
+    assert shorten("alpha beta gamma delta", 12) == "alpha beta"
+    assert shorten("supercalifragilisticexpialidocious", 10) == "supercalif"
+    assert shorten("alpha, beta gamma", 7) == "alpha"
+
+
+def test_max_length_must_be_a_sensible_number(tmp_path) -> None:
+    import shutil
+
+    from converter.api import lint_mappings
+
+    folder = tmp_path / "m"
+    shutil.copytree("mappings", folder)
+    lb = folder / "sdtm" / "lb.yaml"
+    lb.write_text(lb.read_text().replace("max_length: 40", "max_length: two"))
+    problems = [i for i in lint_mappings(folder) if i.severity == "error"]
+    assert any("max_length: 'two'" in i.message and "lb.yaml:17" in i.location for i in problems)

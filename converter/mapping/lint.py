@@ -109,7 +109,8 @@ def lint_folder(folder: FsPath | None = None) -> tuple[MappingSet, list[Issue]]:
                     _check_collected(mf.target, mf.kind, collected, terminology, name, problems)
         issues += [Issue("error", "mapping.lint", p.message, f"{p.file}:{p.line}:{p.col}") for p in problems]
     rule_ids = set(seen_rules)
-    all_paths = [*sources, *sorted((folder / "terminology").rglob("*.csv")), *sorted((folder / "terminology").rglob("*.yaml"))]
+    all_paths = [*sources, *sorted((folder / "terminology").rglob("*.csv")), *sorted((folder / "terminology").rglob("*.yaml")),
+                 *sorted(folder.glob("sdtm/*.csv"))]  # sdtm/ascii.csv: how SDTM text is written in ASCII
     mapping_set = MappingSet(folder, files, terminology, digest_files(all_paths) if all_paths else "")
     mapping_set.index()
     _check_rule_refs(mapping_set, rule_ids, issues)

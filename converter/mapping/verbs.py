@@ -29,7 +29,7 @@ VERBS = ("$value", "$code", "$ct", "$date", "$quantity", "$ref", "$each", "$form
 VERB_OPTIONS: dict[str, tuple[str, ...]] = {
     "$value": ("as", "map", "default", "join"),
     "$code": ("table", "field", "system", "as"),
-    "$ct": ("codelist", "unknown"),
+    "$ct": ("codelist", "unknown", "max_length"),
     "$date": ("part",),
     "$quantity": ("value", "unit", "table"),
     "$ref": ("rule",),
@@ -476,6 +476,11 @@ class Compiler:
                                "or derive (a sponsor --TESTCD made from the text)", line, col)
         keep_text = unknown == "text"
         derive = unknown == "derive"
+        limit = node.get("max_length")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 8):
+            raise CompileError(f"max_length: {limit!r}; expected a whole number of characters, at least 8 "
+                               "(e.g. 40 for --TEST)", line, col)
+
         def lookup(text: str) -> Any:
             cl = terminology.codelists.get(name)
             return cl.lookup(text) if cl is not None else None
@@ -484,6 +489,12 @@ class Compiler:
         def uncoded(text: str, where: str, run: Run) -> Any:
             cl = terminology.codelists.get(name)
             if cl is not None and cl.extensible and keep_text:
+                if limit is not None and len(text) > limit:
+                    short = shorten(text, limit)
+                    run.flag(where, text, origin, f"not in extensible codelist {name}: text kept, shortened to "
+                             f"{short!r} ({limit} characters at most; the full text goes where the mapping's supp "
+                             "puts it, SDTMIG 4.5.3.1)")
+                    return short
                 run.flag(where, text, origin, f"not in extensible codelist {name}: text kept")
                 return text
             if cl is not None and cl.extensible and derive:
@@ -721,6 +732,14 @@ class Memo(dict):  # type: ignore[type-arg]
 def _kept(value: Any) -> bool:
     """Whether a template keeps an element (empty values are dropped)."""
     return value is not None and value != [] and value != {}
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, at the last word boundary when there is one."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    return (text[:cut] if cut >= limit // 2 else text[:limit]).rstrip(" ,;:-(")
 
 
 def sponsor_code(text: str) -> str:
