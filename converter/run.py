@@ -91,7 +91,7 @@ class RunReport:
         for issue in issues:
             key = f"{issue.severity}:{issue.rule}"
             self.issue_counts[key] = self.issue_counts.get(key, 0) + 1
-            self.spills["issues"].add(issue.to_dict())
+            self.spills["issues"].add(issue)  # orjson writes the dataclass as Issue.to_dict() would
             if issue.severity == "error":
                 self.issues.append(issue)
 
@@ -203,7 +203,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     t0 = time.perf_counter()
     if sink is not None:
         report.files += [str(p) for p in sink.commit()]
-    if "sdtm" in options.to and builder.rows:
+    if "sdtm" in options.to and builder:
         _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report)
     sync_all()  # one flush for the per-case files written without fsync
     stage_totals["write"] += time.perf_counter() - t0
@@ -224,8 +224,8 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonS
             report.resource_counts[rtype] = report.resource_counts.get(rtype, 0) + 1
             if sink is not None:
                 sink.add(rtype, line)
+    builder.accept(result.sdtm)
     for name, rows in result.sdtm.items():
-        builder.rows.setdefault(name, []).extend(rows)
         report.domain_counts[name] = report.domain_counts.get(name, 0) + len(rows)
     report.inputs.append(entry)
     report.add_issues(result.issues)
@@ -253,7 +253,7 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
     from converter.validate.sdtm import validate_study
     from converter.write import write_study
 
-    study = builder.study()
+    study = builder.study(release=True)
     _remove_stale(out / "sdtm", set(study.datasets))
     issues = validate_study(study, mapping_set.terminology, rows_checked=True)  # rows were validated per case
     report.add_issues(issues)
