@@ -169,17 +169,25 @@ class Columns:
 
     def extend(self, rows: list[dict[str, Cell]]) -> None:
         """Append rows (dicts; a variable a row lacks is None)."""
-        names = tuple(dict.fromkeys(chain.from_iterable(rows)))
+        if not rows:
+            return
+        names = tuple(rows[0])
+        if all(map(names.__eq__, map(tuple, rows))):  # the usual case: every row has the same variables
+            table = zip(*map(dict.values, rows))
+        else:
+            names = tuple(dict.fromkeys(chain.from_iterable(rows)))
+            table = zip(*[tuple(map(r.get, names)) for r in rows])
         before = self.count
         self.count += len(rows)
-        for var, cells in zip(names, zip(*[tuple(map(r.get, names)) for r in rows])):
+        for var, cells in zip(names, table):
             column = self.values.get(var)
             if column is None:
                 column = self.values[var] = [None] * before
             column.extend(cells)
-        for column in self.values.values():
-            if len(column) < self.count:
-                column.extend([None] * (self.count - len(column)))
+        if len(names) < len(self.values):  # variables earlier rows had and these lack
+            for column in self.values.values():
+                if len(column) < self.count:
+                    column.extend([None] * (self.count - len(column)))
 
     def copy(self) -> Columns:
         """An independent copy (the cells themselves are shared)."""

@@ -491,9 +491,12 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
                                     "CDISC CT codelists hold text", f"{ds.name}.{meta.name}"))
                 continue
             seen = used.setdefault(code, {})
-            for v in meta.values:
-                if isinstance(v, str) and v:
-                    seen[v] = None
+            if meta.plain:  # text or missing only: the values in order of first use, at C speed
+                seen.update(dict.fromkeys(filter(None, meta.values)))
+            else:
+                for v in meta.values:
+                    if isinstance(v, str) and v:
+                        seen[v] = None
             users.setdefault(code, []).append((ds.name, meta))
     result = []
     for code in sorted(used):

@@ -218,22 +218,29 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
 def _plain_observations(columns: Sequence[ColumnMeta]) -> bytes | None:
     """The observation records when every Char cell is ASCII text (or missing) that fits its width, else None.
 
-    The usual case, done a column at a time: Char cells are padded as text, IBM floats carried as Latin-1
-    text (one byte per character), and the whole section is encoded once.
+    The usual case, done a column at a time: each record is one %-format of its cells (Char padded with
+    blanks, IBM floats carried as Latin-1 text, one byte per character) and the section is encoded once.
     """
     parts: list[list[str]] = []
+    spec: list[str] = []
     for meta in columns:
         values = meta.values
         if meta.variable.type == "Char":
-            if not set(map(type, values)) <= _TEXT_TYPES:
-                return None
             text: list[str] = [v or "" for v in values] if None in values else values  # type: ignore[misc]
-            if not "".join(text).isascii() or max(map(len, text), default=0) > meta.length:
+            try:
+                if not "".join(text).isascii():  # join: TypeError unless every cell is text
+                    return None
+            except TypeError:
                 return None
-            parts.append(list(map(str.ljust, text, repeat(meta.length))))
+            parts.append(text)
+            spec.append(f"%-{meta.length}s")
         else:
             parts.append(list(map(bytes.decode, _ibm_column(values), repeat("latin-1"))))
-    return "".join(chain.from_iterable(zip(*parts))).encode("latin-1")
+            spec.append("%s")
+    record = "".join(spec)
+    observations = "".join(map(record.__mod__, zip(*parts))).encode("latin-1")
+    width = sum(m.length for m in columns)
+    return observations if len(observations) == width * (len(columns[0].values) if columns else 0) else None
 
 
 def write_xpt(dataset: Dataset, sdtm_dir: Path, created: datetime | None = None) -> tuple[Path | None, list[Issue]]:
