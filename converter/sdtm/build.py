@@ -46,7 +46,11 @@ def _sortable(value: Cell) -> tuple[int, Any]:
 
 
 class StudyBuilder:
-    """Accumulates the SDTM rows of many cases and assembles the datasets."""
+    """Accumulates the SDTM rows of many cases and assembles the datasets.
+
+    ``rows`` holds what :meth:`add` produced (as dicts); ``accepted`` the rows a run keeps of each converted
+    case (:meth:`accept`), column by column, until :meth:`study` assembles them once at the end.
+    """
 
     def __init__(self, study_id: str, ct_version: str = ""):
         self.study_id = study_id
@@ -151,9 +155,12 @@ class StudyBuilder:
             stored = self.accepted.pop(name, None) if release else self.accepted.get(name)
             rows = self.rows.pop(name, None) if release else self.rows.get(name)
             if rows is not None:
-                stored = stored.copy() if stored is not None and not release else stored or Columns()
+                if stored is None:
+                    stored = Columns()
+                elif not release:
+                    stored = stored.copy()  # the accepted rows stay as they are
                 stored.extend(rows)
-            assert stored is not None  # name comes from one of the two
+            assert stored is not None  # the name came from one of the two
             study.datasets[name] = _assemble(name, stored)
         return study
 
