@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import click
 
@@ -63,7 +64,8 @@ def check(inputs: tuple[str, ...]) -> None:
     Example:
       casebridge check samples/*.yaml
     """
-    results = api.check(list(inputs))
+    with _usage_errors():
+        results = api.check(list(inputs))
     bad = 0
     for result in results:
         for issue in result.issues:
@@ -71,6 +73,17 @@ def check(inputs: tuple[str, ...]) -> None:
         bad += not result.ok
     click.echo(f"{len(results) - bad} valid, {bad} invalid", err=True)
     sys.exit(EXIT_FAILED if bad else EXIT_OK)
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A CaseBridgeError about the command line itself (rules ``usage.*``) exits 2, like click's own usage errors."""
+    try:
+        yield
+    except CaseBridgeError as exc:
+        if exc.issues and all(i.rule.startswith("usage.") for i in exc.issues):
+            raise click.UsageError("; ".join(i.message for i in exc.issues)) from None
+        raise
 
 
 def _csv(value: str, allowed: tuple[str, ...], name: str) -> list[str]:
@@ -122,10 +135,11 @@ def convert(inputs: tuple[str, ...], out: str, to: str, fhir_bundle: str, fhir_n
             bar.length = max(bar.length or 0, done[0])
             bar.update(1)
 
-    report = api.convert(list(inputs), out, to=_csv(to, ("fhir", "sdtm"), "--to"), fhir_bundle=fhir_bundle,
-                         fhir_ndjson=fhir_ndjson, sdtm_formats=_csv(sdtm_format, ("xpt", "json", "csv"), "--sdtm-format"),
-                         study_id=study_id, mappings=mappings, jobs=jobs, fail_fast=fail_fast, deep=deep, created=created,
-                         progress=progress)
+    with _usage_errors():
+        report = api.convert(list(inputs), out, to=_csv(to, ("fhir", "sdtm"), "--to"), fhir_bundle=fhir_bundle,
+                             fhir_ndjson=fhir_ndjson, sdtm_formats=_csv(sdtm_format, ("xpt", "json", "csv"), "--sdtm-format"),
+                             study_id=study_id, mappings=mappings, jobs=jobs, fail_fast=fail_fast, deep=deep,
+                             created=created, progress=progress)
     if bar is not None:
         bar.render_finish()
     errors = [i for i in report.issues if i.severity == "error"]

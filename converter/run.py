@@ -91,7 +91,7 @@ class RunReport:
         for issue in issues:
             key = f"{issue.severity}:{issue.rule}"
             self.issue_counts[key] = self.issue_counts.get(key, 0) + 1
-            self.spills["issues"].add(issue.to_dict())
+            self.spills["issues"].add(issue)  # orjson writes the dataclass as Issue.to_dict() would
             if issue.severity == "error":
                 self.issues.append(issue)
 
@@ -111,9 +111,9 @@ class RunReport:
         yield b"\n}\n"
 
 
-def _records(inputs: list[str]) -> Iterator[Record]:
+def _records(paths: list[str]) -> Iterator[Record]:
     """Every case record in input order; an unreadable input becomes a record carrying its error."""
-    for path in iter_input_paths(inputs):
+    for path in paths:
         try:
             yield from read_records(path)
         except CaseBridgeError as exc:
@@ -158,6 +158,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     options = Options(frozenset(to), fhir_bundle, study_id, deep, frozenset(sdtm_formats))
     if out.exists() and not out.is_dir():
         raise CaseBridgeError(f"--out {out} exists and is not a folder", location=str(out), rule="usage.out")
+    paths = list(iter_input_paths(inputs))  # a glob matching nothing is a usage error, raised before any output
     report = RunReport(meta={
         "version": __version__, "mappings": str(mapping_set.folder), "mappings_sha256": mapping_set.digest,
         "ct_version": mapping_set.terminology.ct_version, "terminology_tables": sorted(mapping_set.terminology.tables),
@@ -165,7 +166,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
                                                   "sdtm_formats": sorted(sdtm_formats), "study_id": study_id, "jobs": jobs}})
     report.spills = {"issues": _Spill(out, "issues", "list"), "unmapped": _Spill(out, "unmapped", "object"),
                      "unused": _Spill(out, "unused", "object")}
-    records = _records(inputs)
+    records = _records(paths)
     builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
     sink = _NdjsonSink(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
     seen: dict[str, str] = {}
@@ -203,8 +204,9 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     t0 = time.perf_counter()
     if sink is not None:
         report.files += [str(p) for p in sink.commit()]
-    if "sdtm" in options.to and builder.rows:
+    if "sdtm" in options.to and builder:
         _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report)
+    _remove_stale_case_files(out, set(report.files), fhir="fhir" in options.to, ndjson=sink is not None)
     sync_all()  # one flush for the per-case files written without fsync
     stage_totals["write"] += time.perf_counter() - t0
     report.timings = {**stage_totals, "total": time.perf_counter() - started}
@@ -224,8 +226,8 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonS
             report.resource_counts[rtype] = report.resource_counts.get(rtype, 0) + 1
             if sink is not None:
                 sink.add(rtype, line)
+    builder.accept(result.sdtm)
     for name, rows in result.sdtm.items():
-        builder.rows.setdefault(name, []).extend(rows)
         report.domain_counts[name] = report.domain_counts.get(name, 0) + len(rows)
     report.inputs.append(entry)
     report.add_issues(result.issues)
@@ -253,7 +255,7 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
     from converter.validate.sdtm import validate_study
     from converter.write import write_study
 
-    study = builder.study()
+    study = builder.study(release=True)
     _remove_stale(out / "sdtm", set(study.datasets))
     issues = validate_study(study, mapping_set.terminology, rows_checked=True)  # rows were validated per case
     report.add_issues(issues)
@@ -264,6 +266,20 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
     paths, write_issues = write_study(study, out, mapping_set.terminology, formats, stamp)
     report.add_issues(write_issues)
     report.files += [str(p) for p in paths]
+
+
+def _remove_stale_case_files(out: Path, written: set[str], *, fhir: bool, ndjson: bool) -> None:
+    """Drop the per-case files an earlier run left in a reused --out that this run did not write.
+
+    Only files of the kinds this run produces: quarantine files always, bundles when it converts to FHIR,
+    NDJSON files when it writes NDJSON.
+    """
+    patterns = ["quarantine/*.error.json", *(["fhir/*.bundle.json"] if fhir else []),
+                *(["fhir/ndjson/*.ndjson"] if ndjson else [])]
+    for pattern in patterns:
+        for path in out.glob(pattern):
+            if str(path) not in written:
+                path.unlink()
 
 
 def _remove_stale(sdtm_dir: Path, names: set[str]) -> None:

@@ -631,6 +631,50 @@ def test_a_run_over_an_earlier_output_leaves_one_consistent_sdtm_study(tmp_path:
     assert check.exit_code == 0, check.output
 
 
+def test_a_run_over_an_earlier_output_removes_its_stale_bundles_ndjson_and_quarantine_files(tmp_path: Path,
+                                                                                            mini: Path) -> None:
+    """Bundles, NDJSON and quarantine files in OUT are those of the last run, like the SDTM datasets."""
+    out = tmp_path / "out"
+    first = _convert(["convert", CASES / "a-good.yaml", CASES / "d-bad-schema.yaml", "--out", out, "--mappings", mini,
+                      "--fhir-ndjson", "-q"])
+    assert first.exit_code == 1, first.output
+    old_bundles = sorted(p.name for p in (out / "fhir").glob("*.bundle.json"))
+    assert old_bundles == ["batch-a.bundle.json"] and len(list((out / "quarantine").glob("*.error.json"))) == 1
+    old_ndjson = {p.name for p in (out / "fhir" / "ndjson").glob("*.ndjson")}
+    keep = out / "fhir" / "notes.txt"  # not a file CaseBridge writes: never touched
+    keep.write_text("mine\n")
+    second = _convert(["convert", CASES / "nested" / "h-good.yaml", "--out", out, "--mappings", mini, "--to", "fhir",
+                       "-q"])
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in (out / "fhir").glob("*.bundle.json")) == ["batch-h.bundle.json"]
+    assert list((out / "quarantine").glob("*.error.json")) == []
+    assert {p.name for p in (out / "fhir" / "ndjson").glob("*.ndjson")} == old_ndjson, \
+        "a run without --fhir-ndjson does not own NDJSON files"
+    assert keep.read_text() == "mine\n"
+    third = _convert(["convert", CASES / "b-good.json", "--out", out, "--mappings", mini, "--to", "fhir",
+                      "--fhir-ndjson", "-q"])
+    assert third.exit_code == 0, third.output
+    assert sorted(p.name for p in (out / "fhir").glob("*.bundle.json")) == ["batch-b.bundle.json"]
+    ndjson = sorted((out / "fhir" / "ndjson").glob("*.ndjson"))
+    assert ndjson and all(b"batch-a" not in p.read_bytes() and b"batch-h" not in p.read_bytes() for p in ndjson)
+    assert sorted(report_of(out)["files"]) == sorted(str(p) for p in [*(out / "fhir").glob("*.bundle.json"), *ndjson])
+
+
+@pytest.mark.parametrize("command", ["convert", "check"])
+@pytest.mark.parametrize("pattern, says", [("nothing-*.yaml", "no file matches"), ("empty", "holds no case files")])
+def test_an_input_matching_no_file_is_a_usage_error(tmp_path: Path, command: str, pattern: str, says: str) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a case\n")
+    item, out = str(tmp_path / pattern), tmp_path / "out"
+    args = [command, str(CASES / "a-good.yaml"), item] + (["--out", str(out)] if command == "convert" else [])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and says in last and repr(item) in last, result.stderr
+    assert not out.exists(), "nothing is converted or written"
+
+
 def test_jobs_2_in_process(tmp_path: Path, mini: Path) -> None:
     """The same through click's CliRunner (the API in one process): --jobs 2 equals --jobs 1."""
     outs = []

@@ -304,3 +304,20 @@ def test_reference_xpt_survives_a_rewrite(tmp_path: Path) -> None:
     assert again_meta.column_labels == meta.column_labels
     for column in frame.columns:
         assert _same(again[column].tolist(), frame[column].tolist()), column
+
+
+def test_column_wise_observations_equal_the_cell_by_cell_encoding() -> None:
+    from itertools import chain
+
+    from converter.write.xpt import _ibm_column, _plain_observations
+
+    dataset = _ae()
+    dataset.rows[1]["AETERM"] = None
+    columns, issues = describe_dataset(dataset)
+    assert not issues
+    cells = [[(v or "").encode("ascii").ljust(m.length) for v in m.values] if m.variable.type == "Char"
+             else _ibm_column(m.values) for m in columns]
+    assert _plain_observations(columns) == b"".join(chain.from_iterable(zip(*cells)))
+    for odd in ("größer", 7, "x" * 300):  # not ASCII, not text, longer than the column: left to the detailed path
+        columns[4].values[0] = odd
+        assert _plain_observations(columns) is None

@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from converter.case.checks import coerce_years, semantic_issues
 from converter.case.model import Case, iter_entities, join_path, split_path
 from converter.case.schema import schema_issues
-from converter.errors import CaseError
+from converter.errors import CaseBridgeError, CaseError
 from converter.validate.issues import Issue, has_errors
 
 YAML_SUFFIXES = {".yaml", ".yml"}
@@ -241,17 +241,29 @@ def load_case(path: str | Path) -> Case:
 
 
 def iter_input_paths(inputs: list[str]) -> Iterator[str]:
-    """Expand files, directories (recursively, case files by suffix, sorted) and globs; ``-`` is stdin."""
+    """Expand files, directories (recursively, case files by suffix, sorted) and globs; ``-`` is stdin.
+
+    A glob that matches no file, or a folder without case files, raises :class:`CaseBridgeError` (rule
+    ``usage.input``) when it is reached: it is a mistake on the command line, not an empty batch. A plain
+    file name is passed on as it is (reading it reports a missing file).
+    """
     for item in inputs:
         if item == "-":
             yield item
             continue
         p = Path(item)
         if p.is_dir():
-            yield from (str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in CASE_SUFFIXES)
+            found = [str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in CASE_SUFFIXES]
+            if not found:
+                raise CaseBridgeError(f"folder {item!r} holds no case files ({', '.join(sorted(CASE_SUFFIXES))})",
+                                      location=item, rule="usage.input")
+            yield from found
         elif any(ch in item for ch in "*?["):
             matches = sorted(Path().glob(item)) if not p.is_absolute() else sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
-            yield from (str(f) for f in matches if f.is_file())
+            found = [str(f) for f in matches if f.is_file()]
+            if not found:
+                raise CaseBridgeError(f"no file matches {item!r}", location=item, rule="usage.input")
+            yield from found
         else:
             yield item
 

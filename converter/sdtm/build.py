@@ -6,6 +6,7 @@ Only standard SDTM mechanics live here; what a value means comes from the mappin
 from __future__ import annotations
 
 from functools import cache, lru_cache
+from itertools import chain
 from typing import Any, Iterable
 
 import re
@@ -49,7 +50,11 @@ def _sortable(value: Cell) -> tuple[int, Any]:
 
 
 class StudyBuilder:
-    """Accumulates the SDTM rows of many cases and assembles the datasets."""
+    """Accumulates the SDTM rows of many cases and assembles the datasets.
+
+    ``rows`` holds what :meth:`add` produced (as dicts); ``accepted`` the rows a run keeps of each converted
+    case (:meth:`accept`), column by column, until :meth:`study` assembles them once at the end.
+    """
 
     def __init__(self, study_id: str, ct_version: str = "", ascii: dict[str, str] | None = None):
         self.study_id = study_id
@@ -57,6 +62,20 @@ class StudyBuilder:
         self.ct_version = ct_version
         self.rows: dict[str, list[dict[str, Cell]]] = {}
         self.notes: list[Issue] = []  # what the builder changed in a value (text written in ASCII)
+        self.accepted: dict[str, Columns] = {}  # rows of finished cases, stored compactly per dataset
+
+    def accept(self, rows: dict[str, list[dict[str, Cell]]]) -> None:
+        """Keep one converted case's rows (as :meth:`add` returns them) for :meth:`study`, column by column."""
+        for name, records in rows.items():
+            if records:
+                columns = self.accepted.get(name)
+                if columns is None:
+                    columns = self.accepted[name] = Columns()
+                columns.extend(records)
+
+    def __bool__(self) -> bool:
+        """True when the builder holds any row."""
+        return bool(self.rows or self.accepted)
 
     def usubjid(self, case_id: str) -> str:
         """The unique subject id of a case."""
@@ -150,20 +169,24 @@ class StudyBuilder:
                             "STUDYID": self.study_id, "RDOMAIN": domain, "USUBJID": usubjid,
                             "IDVAR": seqvar, "IDVARVAL": str(seq), "RELTYPE": None, "RELID": str(relid)})
 
-    def study(self) -> Study:
-        """Assemble the datasets: SDTMIG variable order and types, rows sorted by keys across subjects."""
+    def study(self, release: bool = False) -> Study:
+        """Assemble the datasets: SDTMIG variable order and types, rows sorted by keys across subjects.
+
+        ``release=True`` lets go of each dataset's stored rows once its table is built (end of a run), so the
+        raw rows and the assembled table are not both held for the whole study.
+        """
         study = Study(self.study_id, ct_version=self.ct_version)
-        for name in sorted(self.rows):
-            rows = self.rows[name]
-            variables = _dataset_variables(name, rows)
-            names = [v.name for v in variables]
-            nums = {v.name for v in variables if v.type == "Num"}
-            keys = sort_keys(name, names)
-            table = [{n: _cell(r.get(n), n in nums) for n in names} for r in rows]
-            table.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in keys if k in r))
-            study.datasets[name] = Dataset(name, metadata.dataset_label(name), variables, table,
-                                           [k for k in keys if k in names], metadata.dataset_class(name),
-                                           metadata.domain_meta(name).structure)
+        for name in sorted(self.rows.keys() | self.accepted.keys()):
+            stored = self.accepted.pop(name, None) if release else self.accepted.get(name)
+            rows = self.rows.pop(name, None) if release else self.rows.get(name)
+            if rows is not None:
+                if stored is None:
+                    stored = Columns()
+                elif not release:
+                    stored = stored.copy()  # the accepted rows stay as they are
+                stored.extend(rows)
+            assert stored is not None  # the name came from one of the two
+            study.datasets[name] = _assemble(name, stored)
         return study
 
 
@@ -176,9 +199,93 @@ def _study_days(domain: str) -> tuple[tuple[str, str], ...]:
                  if metadata.is_variable(domain, domain + day))
 
 
-def _dataset_variables(name: str, rows: list[dict[str, Cell]]) -> list[Variable]:
-    """SDTMIG variables of the dataset: Req and Exp always, Perm when any row has a value."""
-    return list(variables_used(name, frozenset(k for r in rows for k, v in r.items() if v not in (None, ""))))
+class Columns:
+    """The rows of one dataset stored column by column: one list per variable, 8 bytes a cell."""
+
+    __slots__ = ("count", "values")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.values: dict[str, list[Any]] = {}
+
+    def extend(self, rows: list[dict[str, Cell]]) -> None:
+        """Append rows (dicts; a variable a row lacks is None)."""
+        if not rows:
+            return
+        names = tuple(rows[0])
+        if all(map(names.__eq__, map(tuple, rows))):  # the usual case: every row has the same variables
+            table = zip(*map(dict.values, rows))
+        else:
+            names = tuple(dict.fromkeys(chain.from_iterable(rows)))
+            table = zip(*[tuple(map(r.get, names)) for r in rows])
+        before = self.count
+        self.count += len(rows)
+        for var, cells in zip(names, table):
+            column = self.values.get(var)
+            if column is None:
+                column = self.values[var] = [None] * before
+            column.extend(cells)
+        if len(names) < len(self.values):  # variables earlier rows had and these lack
+            for column in self.values.values():
+                if len(column) < self.count:
+                    column.extend([None] * (self.count - len(column)))
+
+    def copy(self) -> Columns:
+        """An independent copy (the cells themselves are shared)."""
+        other = Columns()
+        other.count, other.values = self.count, {k: list(v) for k, v in self.values.items()}
+        return other
+
+
+def _assemble(name: str, stored: Columns) -> Dataset:
+    """One dataset from its stored columns: variables chosen, cells converted, rows sorted, as dicts."""
+    count = stored.count
+    used = {var for var, column in stored.values.items()
+            if any(column) or column.count(None) + column.count("") < count}
+    variables = _dataset_variables(name, used)
+    names = [v.name for v in variables]
+    keys = [k for k in sort_keys(name, names) if k in names]
+    columns = [_column(stored.values.get(v.name), v.type == "Num", count) for v in variables]
+    records: list[tuple[Cell, ...]] = list(zip(*columns))
+    if keys and count > 1:
+        sortable = list(zip(*(_sortable_column(columns[names.index(k)]) for k in keys)))
+        records = list(map(records.__getitem__, sorted(range(count), key=sortable.__getitem__)))
+    table = [dict(zip(names, r)) for r in records]
+    return Dataset(name, metadata.dataset_label(name), variables, table, keys, metadata.dataset_class(name),
+                   metadata.domain_meta(name).structure)
+
+
+_PLAIN = {type(None), str}
+_NUMBERS = {type(None), int, float}
+
+
+def _column(values: list[Any] | None, numeric: bool, count: int) -> list[Cell]:
+    """A variable's cells as the writers take them (``_cell`` of each value; whole columns at once when plain)."""
+    if values is None:
+        return [None] * count
+    types = set(map(type, values))
+    if numeric and types <= _NUMBERS:
+        return values
+    if not numeric and types <= _PLAIN:
+        if "" in values:
+            return [v or None for v in values]
+        return values
+    return [_cell(v, numeric) for v in values]
+
+
+def _sortable_column(values: list[Cell]) -> list[Any]:
+    """Values that sort a column as ``_sortable`` does, without a tuple per cell when the column is plain."""
+    types = set(map(type, values))
+    if types <= _PLAIN:  # after _column: None or non-empty text; None sorts first, as "" does
+        return [v or "" for v in values] if None in values else values
+    if types <= _NUMBERS and None not in values:
+        return values
+    return [_sortable(v) for v in values]
+
+
+def _dataset_variables(name: str, used: set[str]) -> list[Variable]:
+    """SDTMIG variables of the dataset: Req and Exp always, Perm when any row has a value (``used``)."""
+    return list(variables_used(name, frozenset(used)))
 
 
 @lru_cache(maxsize=4096)

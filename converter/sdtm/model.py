@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Literal, Union
 
 Cell = Union[str, float, int, None]
@@ -36,7 +37,10 @@ class Dataset:
 
     def column(self, name: str) -> list[Cell]:
         """All values of one variable."""
-        return [r.get(name) for r in self.rows]
+        try:
+            return list(map(itemgetter(name), self.rows))  # rows assembled by StudyBuilder hold every variable
+        except KeyError:
+            return [r.get(name) for r in self.rows]
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from converter.errors import CaseBridgeError
 from converter.mapping.terminology import Terminology
 from converter.sdtm.model import Dataset, Study
 from converter.validate.issues import Issue, has_errors
-from converter.write.atomic import reproducible_timestamp, write_files_atomic
+from converter.write.atomic import StagedFiles, reproducible_timestamp
 from converter.write.csv_out import csv_bytes
 from converter.write.dataset_json import dataset_json_bytes
 from converter.write.define_xml import ColumnMeta, define_xml_bytes, describe_dataset
@@ -42,6 +42,17 @@ def _encode(fmt: str, dataset: Dataset, study: Study, columns: list[ColumnMeta],
     return csv_bytes(columns)
 
 
+def _stage(staging: StagedFiles, files: dict[Path, bytes]) -> OSError | None:
+    """Stage ``files``; an error ends the staging (what was staged is dropped) and is returned, not raised."""
+    try:
+        for path, data in files.items():
+            staging.add(path, data)
+    except OSError as exc:
+        staging.discard()
+        return exc
+    return None
+
+
 def write_study(study: Study, out_dir: Path, terminology: Terminology,
                 formats: Set[str] = frozenset({"xpt", "json"}),
                 created: datetime | None = None) -> tuple[list[Path], list[Issue]]:
@@ -65,43 +76,51 @@ def write_study(study: Study, out_dir: Path, terminology: Terminology,
     except CaseBridgeError as exc:
         return [], issues + exc.issues
     sdtm_dir = Path(out_dir) / "sdtm"
-    files: dict[Path, bytes] = {}
+    staging = StagedFiles()  # each dataset's files are staged as soon as they are encoded: never all in memory
+    failure: OSError | None = None
     written: dict[str, Dataset] = {}
     columns: dict[str, list[ColumnMeta]] = {}
     stale: list[Path] = []
-    for dataset in sorted(study.datasets.values(), key=lambda d: d.name):
-        metas, found = describe_dataset(dataset)
-        if "xpt" in chosen:
-            found += check_xpt(dataset, metas)
-        issues.extend(found)
-        paths = dataset_paths(sdtm_dir, dataset.name)
-        content: dict[Path, bytes] = {}
-        if not has_errors(found):
-            try:
-                content = {paths[f]: _encode(f, dataset, study, metas, stamp) for f in chosen}
-            except CaseBridgeError as exc:
-                issues.extend(exc.issues)
-        if not content:
-            issues.append(Issue("error", "sdtm.write.refused",
-                                f"{dataset.name} was not written: fix the errors above (long or non-ASCII text can "
-                                "move to SUPP--)", dataset.name))
-            stale.extend(p for p in paths.values() if p.exists())
-            continue
-        files.update(content)
-        written[dataset.name] = dataset
-        columns[dataset.name] = metas
-    if written:
-        subset = Study(study.study_id, written, study.ct_version, study.sdtmig_version)
-        define, found = define_xml_bytes(subset, terminology, stamp, columns, leaf_format=chosen[0])
-        issues.extend(found)
-        files[sdtm_dir / "define.xml"] = define
-    elif (sdtm_dir / "define.xml").exists():
-        stale.append(sdtm_dir / "define.xml")
+    result: list[Path] = []
     try:
-        result = write_files_atomic(files)
-    except OSError as exc:
-        issues.append(Issue("error", "sdtm.write.io", f"could not write the SDTM output: {exc.strerror or exc}",
-                            str(exc.filename or sdtm_dir)))
+        for dataset in sorted(study.datasets.values(), key=lambda d: d.name):
+            metas, found = describe_dataset(dataset)
+            if "xpt" in chosen:
+                found += check_xpt(dataset, metas)
+            issues.extend(found)
+            paths = dataset_paths(sdtm_dir, dataset.name)
+            content: dict[Path, bytes] = {}
+            if not has_errors(found):
+                try:
+                    content = {paths[f]: _encode(f, dataset, study, metas, stamp) for f in chosen}
+                except CaseBridgeError as exc:
+                    issues.extend(exc.issues)
+            if not content:
+                issues.append(Issue("error", "sdtm.write.refused",
+                                    f"{dataset.name} was not written: fix the errors above (long or non-ASCII text "
+                                    "can move to SUPP--)", dataset.name))
+                stale.extend(p for p in paths.values() if p.exists())
+                continue
+            failure = failure or _stage(staging, content)
+            written[dataset.name] = dataset
+            columns[dataset.name] = metas
+        if written:
+            subset = Study(study.study_id, written, study.ct_version, study.sdtmig_version)
+            define, found = define_xml_bytes(subset, terminology, stamp, columns, leaf_format=chosen[0])
+            issues.extend(found)
+            failure = failure or _stage(staging, {sdtm_dir / "define.xml": define})
+        elif (sdtm_dir / "define.xml").exists():
+            stale.append(sdtm_dir / "define.xml")
+        if failure is None:
+            try:
+                result = staging.commit()
+            except OSError as exc:
+                failure = exc
+    finally:
+        staging.discard()
+    if failure is not None:
+        issues.append(Issue("error", "sdtm.write.io", f"could not write the SDTM output: {failure.strerror or failure}",
+                            str(failure.filename or sdtm_dir)))
         return [], issues
     for path in stale:
         try:

@@ -78,6 +78,44 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class StagedFiles:
+    """Files staged one by one as their content is ready, then renamed into place together.
+
+    Only the paths of the staged files are held, not their content, so many large files can be written
+    with the guarantee of :func:`write_files_atomic` without keeping them all in memory.
+    """
+
+    def __init__(self, durable: bool = True):
+        self.durable = durable
+        self.staged: list[tuple[Path, Path]] = []  # (temporary file, target)
+
+    def add(self, path: Path, data: bytes) -> None:
+        """Stage ``data`` for ``path`` (fsynced when durable); nothing is replaced yet."""
+        self.staged.append((_stage(path, data, self.durable), path))
+
+    def discard(self) -> None:
+        """Remove every staged file that was not renamed into place."""
+        for tmp, _ in self.staged:
+            tmp.unlink(missing_ok=True)
+        self.staged.clear()
+
+    def commit(self) -> list[Path]:
+        """Rename every staged file over its target, in the order staged; return the targets."""
+        targets = [path for _, path in self.staged]
+        done = 0
+        try:
+            for tmp, path in self.staged:
+                os.replace(tmp, path)
+                done += 1
+        finally:
+            del self.staged[:done]
+            self.discard()
+        if self.durable:
+            for folder in sorted({p.parent for p in targets}):
+                _sync_dir(folder)
+        return targets
+
+
 def write_files_atomic(files: Mapping[Path, bytes], durable: bool = True) -> list[Path]:
     """Write several files, each atomically; return their paths in the given order.
 
@@ -86,21 +124,14 @@ def write_files_atomic(files: Mapping[Path, bytes], durable: bool = True) -> lis
     each target is complete at every moment, but a kill during the renames can leave some targets new and
     some old.
     """
-    staged: list[tuple[Path, Path]] = []
+    staging = StagedFiles(durable)
     try:
         for path, data in files.items():
-            staged.append((_stage(path, data, durable), path))
-        while staged:
-            tmp, path = staged[0]
-            os.replace(tmp, path)
-            staged.pop(0)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-    if durable:
-        for folder in sorted({p.parent for p in files}):
-            _sync_dir(folder)
-    return list(files)
+            staging.add(path, data)
+    except BaseException:
+        staging.discard()
+        raise
+    return staging.commit()
 
 
 def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> Path:

@@ -77,6 +77,7 @@ _ISO_LATTICE = (
 )
 _DURATION_SUFFIXES = ("DUR", "ELTM", "EVLINT", "STINT", "ENINT", "PAI", "STOFF")
 _MAX_CELL_ISSUES = 20
+_TEXT_TYPES = {str, type(None)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class ColumnMeta:
     significant_digits: int | None   # ItemDef SignificantDigits (float only)
     key_sequence: int | None
     values: list[Cell]               # the column as checked: writers write exactly these values
+    plain: bool = False              # Char only: every cell is missing or ASCII text of at most ``length`` bytes
 
     @property
     def name(self) -> str:
@@ -201,21 +203,28 @@ class _Cells:
                                          f"{self.dataset.name}.{variable}"))
 
 
-def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int, int | None]:
-    present = [v for v in values if v is not None and v != ""]
-    if any(type(v) is not str for v in present):
-        for row, v in enumerate(values):
-            if v is not None and not isinstance(v, str):
-                cells.add("error", "sdtm.write.type", var.name, row,
-                          f"Char variable {var.name} holds a {type(v).__name__} ({v!r}); builders must supply text")
-        present = [v for v in present if isinstance(v, str)]
+def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int, int | None, bool]:
+    """Data type, storage length, ItemDef length, and whether every cell is missing or ASCII text that fits."""
+    plain = set(map(type, values)) <= _TEXT_TYPES  # the usual case, checked at C speed
+    if plain:
+        present = list(filter(None, values))
+    else:
+        present = [v for v in values if v is not None and v != ""]
+        if any(type(v) is not str for v in present):
+            for row, v in enumerate(values):
+                if v is not None and not isinstance(v, str):
+                    cells.add("error", "sdtm.write.type", var.name, row,
+                              f"Char variable {var.name} holds a {type(v).__name__} ({v!r}); builders must supply text")
+            present = [v for v in present if isinstance(v, str)]
     text: list[str] = present  # type: ignore[assignment]
-    if _CONTROL.search("".join(text)):
+    joined = "".join(text)
+    ascii_text = joined.isascii()
+    if not (ascii_text and joined.isprintable()) and _CONTROL.search(joined):
         for row, v in enumerate(values):
             if isinstance(v, str) and _CONTROL.search(v):
                 cells.add("error", "sdtm.write.control_char", var.name, row,
                           f"{var.name} contains a control character ({v!r}), which XML cannot carry")
-    longest = _text_bytes(text)
+    longest = max(1, max(map(len, text), default=0)) if ascii_text else _text_bytes(text)
     length = longest
     if var.length is not None:
         length = var.length
@@ -228,8 +237,9 @@ def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, i
                 if isinstance(v, str) and len(v.encode("utf-8")) > var.length:
                     cells.add("error", "sdtm.write.length", var.name, row, f"{var.name} value of "
                               f"{len(v.encode('utf-8'))} bytes exceeds its declared length {var.length}")
+    plain = plain and ascii_text and longest <= length
     if not is_iso8601_variable(var):
-        return "text", length, length
+        return "text", length, length, plain
     data_type, invalid = iso8601_data_type(var.name, text)
     if invalid:
         bad = set(invalid)
@@ -237,7 +247,7 @@ def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, i
             if v in bad:
                 cells.add("warning", "sdtm.write.iso8601", var.name, row,
                           f"{var.name} value {v!r} is not ISO 8601; Define-XML declares the variable as text")
-    return data_type, length, (length if data_type == "text" else None)
+    return data_type, length, (length if data_type == "text" else None), plain
 
 
 def _num_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int | None, int | None]:
@@ -300,12 +310,12 @@ def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
     for var in dataset.variables:
         values = dataset.column(var.name)
         if var.type == "Char":
-            data_type, length, define_length = _char_meta(var, values, cells)
+            data_type, length, define_length, plain = _char_meta(var, values, cells)
             digits = None
         else:
             data_type, define_length, digits = _num_meta(var, values, cells)
-            length = 8
-        columns.append(ColumnMeta(var, data_type, length, define_length, digits, keys.get(var.name), values))
+            length, plain = 8, False
+        columns.append(ColumnMeta(var, data_type, length, define_length, digits, keys.get(var.name), values, plain))
     cells.close()
     return columns, issues
 
@@ -481,9 +491,12 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
                                     "CDISC CT codelists hold text", f"{ds.name}.{meta.name}"))
                 continue
             seen = used.setdefault(code, {})
-            for v in meta.values:
-                if isinstance(v, str) and v:
-                    seen[v] = None
+            if meta.plain:  # text or missing only: the values in order of first use, at C speed
+                seen.update(dict.fromkeys(filter(None, meta.values)))
+            else:
+                for v in meta.values:
+                    if isinstance(v, str) and v:
+                        seen[v] = None
             users.setdefault(code, []).append((ds.name, meta))
     result = []
     for code in sorted(used):

@@ -17,7 +17,7 @@ import re
 import struct
 from collections.abc import Sequence
 from datetime import datetime
-from itertools import chain
+from itertools import chain, repeat
 from numbers import Real
 from pathlib import Path
 
@@ -41,6 +41,7 @@ _ZERO = bytes(8)
 _IBM_MAX = 16.0 ** 63
 _IBM_MIN = 16.0 ** -65
 _MAX_CELL_ISSUES = 20
+_TEXT_TYPES = {str, type(None)}
 
 
 def _header(kind: bytes, numbers: bytes = b"0" * 30) -> bytes:
@@ -117,14 +118,16 @@ def check_xpt(dataset: Dataset, columns: Sequence[ColumnMeta]) -> list[Issue]:
         if var.type == "Char":
             if meta.length > MAX_CHAR:
                 err("xpt.length", f"{var.name} is {meta.length} bytes wide; XPORT v5 allows {MAX_CHAR}", where)
-            _check_text(dataset, var.name, values, issues)
+            if not (meta.plain and meta.length <= MAX_CHAR):  # plain text that fits needs no look
+                _check_text(dataset, var.name, values, issues)
         else:
             _check_numbers(dataset, var.name, values, issues)
     return issues
 
 
 def _check_text(dataset: Dataset, name: str, values: list[Cell], issues: list[Issue]) -> None:
-    text = [v for v in values if isinstance(v, str) and v]
+    text = list(filter(None, values)) if set(map(type, values)) <= _TEXT_TYPES else [
+        v for v in values if isinstance(v, str) and v]
     joined = "".join(text)
     if joined.isascii() and max(map(len, text), default=0) <= MAX_CHAR:
         return
@@ -190,13 +193,16 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
                 meta.variable.label.encode("ascii").ljust(40), b" " * 8, 0, 0, 0, b"\0\0", b" " * 8, 0, 0,
                 position, bytes(52)))
             position += meta.length
-            values = meta.values
-            if is_char:
-                width = meta.length
-                cells.append([(v.encode("ascii") if v else b"").ljust(width) for v in values])  # type: ignore[union-attr]
-            else:
-                cells.append(_ibm_column(values))
-        observations = b"".join(chain.from_iterable(zip(*cells)))
+        observations = _plain_observations(columns)
+        if observations is None:  # something unusual: cell by cell, so that the error names it
+            for meta in columns:
+                values = meta.values
+                if meta.variable.type == "Char":
+                    width = meta.length
+                    cells.append([(v.encode("ascii") if v else b"").ljust(width) for v in values])  # type: ignore[union-attr]
+                else:
+                    cells.append(_ibm_column(values))
+            observations = b"".join(chain.from_iterable(zip(*cells)))
     except (UnicodeEncodeError, OverflowError, AttributeError, TypeError, ValueError) as exc:
         raise CaseBridgeError(f"{dataset.name} cannot be written as XPORT v5 as it is: {exc}",
                               location=dataset.name, rule="xpt.value") from None
@@ -207,6 +213,34 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
     out.append(_header(b"OBS"))
     out.append(_pad80(observations))
     return b"".join(out)
+
+
+def _plain_observations(columns: Sequence[ColumnMeta]) -> bytes | None:
+    """The observation records when every Char cell is ASCII text (or missing) that fits its width, else None.
+
+    The usual case, done a column at a time: each record is one %-format of its cells (Char padded with
+    blanks, IBM floats carried as Latin-1 text, one byte per character) and the section is encoded once.
+    """
+    parts: list[list[str]] = []
+    spec: list[str] = []
+    for meta in columns:
+        values = meta.values
+        if meta.variable.type == "Char":
+            text: list[str] = [v or "" for v in values] if None in values else values  # type: ignore[misc]
+            try:
+                if not "".join(text).isascii():  # join: TypeError unless every cell is text
+                    return None
+            except TypeError:
+                return None
+            parts.append(text)
+            spec.append(f"%-{meta.length}s")
+        else:
+            parts.append(list(map(bytes.decode, _ibm_column(values), repeat("latin-1"))))
+            spec.append("%s")
+    record = "".join(spec)
+    observations = "".join(map(record.__mod__, zip(*parts))).encode("latin-1")
+    width = sum(m.length for m in columns)
+    return observations if len(observations) == width * (len(columns[0].values) if columns else 0) else None
 
 
 def write_xpt(dataset: Dataset, sdtm_dir: Path, created: datetime | None = None) -> tuple[Path | None, list[Issue]]:
