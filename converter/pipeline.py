@@ -35,6 +35,7 @@ class Options:
     study_id: str = "CASEBRIDGE"
     deep: bool = False
     sdtm_formats: frozenset[str] = frozenset({"xpt", "json"})
+    fhir_ndjson: bool = False
 
 
 @dataclass(slots=True)
@@ -47,7 +48,8 @@ class CaseResult:
     ok: bool = False
     issues: list[Issue] = field(default_factory=list)
     bundle: bytes | None = None
-    resources: list[tuple[str, bytes]] = field(default_factory=list)  # (type, NDJSON line)
+    resource_types: list[str] = field(default_factory=list)  # of the bundle's entries, in order
+    resources: list[tuple[str, bytes]] = field(default_factory=list)  # (type, NDJSON line) with fhir_ndjson
     sdtm: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     unmapped: list[dict[str, str]] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
@@ -111,7 +113,9 @@ class Pipeline:
             t["fhir_validate"] = (now := clock()) - mark
             mark = now
             result.bundle = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
-            result.resources = ndjson_lines(bundle)
+            result.resource_types = [e["resource"]["resourceType"] for e in bundle["entry"]]
+            if self.options.fhir_ndjson:
+                result.resources = ndjson_lines(bundle)
         if "sdtm" in self.targets:
             builder = StudyBuilder(self.options.study_id, terminology.ct_version, self.ascii)
             rows = builder.add(mapped)

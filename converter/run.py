@@ -155,7 +155,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     out = Path(out)
     stamp = reproducible_timestamp(created)
     mapping_set = MappingSet.load(mappings)
-    options = Options(frozenset(to), fhir_bundle, study_id, deep, frozenset(sdtm_formats))
+    options = Options(frozenset(to), fhir_bundle, study_id, deep, frozenset(sdtm_formats), fhir_ndjson)
     if out.exists() and not out.is_dir():
         raise CaseBridgeError(f"--out {out} exists and is not a folder", location=str(out), rule="usage.out")
     paths = list(iter_input_paths(inputs))  # a glob matching nothing is a usage error, raised before any output
@@ -222,9 +222,10 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonS
         path = write_bytes_atomic(out / "fhir" / f"{_SAFE.sub('_', result.case_id)}.bundle.json", result.bundle, durable=False)
         report.files.append(str(path))
         entry["fhir"] = str(path)
-        for rtype, line in result.resources:
+        for rtype in result.resource_types:
             report.resource_counts[rtype] = report.resource_counts.get(rtype, 0) + 1
-            if sink is not None:
+        if sink is not None:
+            for rtype, line in result.resources:
                 sink.add(rtype, line)
     builder.accept(result.sdtm)
     for name, rows in result.sdtm.items():

@@ -123,6 +123,11 @@ class StudyBuilder:
 
     def _ascii(self, name: str, rows: list[dict[str, Cell]]) -> None:
         """SDTM text is ASCII (XPT v5): write other characters as ``mappings/sdtm/ascii.csv`` says, and note it."""
+        try:
+            if orjson.dumps(rows).isascii():  # one C-level pass: orjson writes non-ASCII text as UTF-8 bytes
+                return
+        except TypeError:
+            pass  # a value orjson cannot write: look at every cell
         seqvar = f"{name}SEQ"
         for row in rows:
             for var, value in row.items():
