@@ -381,3 +381,25 @@ def test_max_length_must_be_a_sensible_number(tmp_path) -> None:
     lb.write_text(lb.read_text().replace("max_length: 40", "max_length: two"))
     problems = [i for i in lint_mappings(folder) if i.severity == "error"]
     assert any("max_length: 'two'" in i.message and "lb.yaml:17" in i.location for i in problems)
+
+
+def test_a_long_variant_type_is_shortened_in_gftest_and_kept_whole_in_suppgf(tmp_path) -> None:
+    import json
+
+    from converter.api import convert
+
+    kind = "in-frame deletion-insertion predicted to disrupt the kinase domain"
+    case = json.loads(open("samples/minimal.json", encoding="utf-8").read())
+    case["genomic_tests"] = [{"id": "gt-1", "date": "2022-11", "method": "NGS", "variants": [
+        {"id": "v-1", "gene": "EGFR", "hgvs_c": "c.2235_2249del", "type": kind}]}]
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(case), encoding="utf-8")
+    report = convert([str(path)], tmp_path / "out")
+    assert [i["status"] for i in report.inputs] == ["converted"]
+    gf = json.loads((tmp_path / "out" / "sdtm" / "json" / "gf.json").read_text())
+    names = [c["name"] for c in gf["columns"]]
+    tests = {dict(zip(names, r))["GFTEST"] for r in gf["rows"]}
+    assert tests and all(t and len(t) <= 40 for t in tests)
+    supp = json.loads((tmp_path / "out" / "sdtm" / "json" / "suppgf.json").read_text())
+    snames = [c["name"] for c in supp["columns"]]
+    assert any(dict(zip(snames, r))["QNAM"] == "GFTYPTX" and dict(zip(snames, r))["QVAL"] == kind for r in supp["rows"])
