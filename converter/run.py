@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from converter.validate.issues import Issue, has_errors
 from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes_atomic, write_chunks_atomic
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_IN_FLIGHT_PER_JOB = 16  # cases queued per worker: keeps workers busy, memory independent of the input size
 
 
 class _Spill:
@@ -181,7 +183,14 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         share_compiled(mapping_set if ctx.get_start_method() == "fork" else None)
         with ctx.Pool(jobs, initializer=init_worker, initargs=(str(mappings) if mappings else None, options)) as pool:
-            yield from pool.imap(work, records, chunksize=8)
+            # a bounded window of cases in flight, in input order (Pool.imap would read every input ahead)
+            window: deque[Any] = deque()
+            for record in records:
+                window.append(pool.apply_async(work, (record,)))
+                if len(window) >= jobs * _IN_FLIGHT_PER_JOB:
+                    yield window.popleft().get()
+            while window:
+                yield window.popleft().get()
         share_compiled(None)
 
     for result in results():

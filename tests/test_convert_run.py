@@ -716,3 +716,25 @@ def test_samples_rerun_byte_identical_with_the_shipped_mappings(tmp_path: Path) 
     again = casebridge(*args, "--out", tmp_path / "one", "--jobs", "1")
     assert again.returncode == 0
     assert_same_output(tmp_path / "one", tmp_path / "two", drop_jobs=True)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ndjson_line_that_is_not_utf8_is_quarantined_alone(tmp_path: Path, jobs: int) -> None:
+    """NDJSON is streamed line by line: a bad line costs that line only, wherever it is in the file."""
+    case = orjson.loads(Path("samples/minimal.json").read_bytes())
+    lines = []
+    for i in range(5):
+        case["case_id"] = f"nd-{i}"
+        lines.append(orjson.dumps(case))
+    lines[2] = lines[2].replace(b"female", b"f\xe9male")  # Latin-1, not UTF-8
+    src = tmp_path / "cases.ndjson"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    result = CliRunner().invoke(cli, ["convert", str(src), "--out", str(tmp_path / "out"), "--to", "fhir",
+                                      "--jobs", str(jobs), "--quiet"])
+    assert result.exit_code == 1, result.output
+    report = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
+    assert [(i["source"].rsplit("#", 1)[1], i["status"]) for i in report["inputs"]] == [
+        ("1", "converted"), ("2", "converted"), ("3", "quarantined"), ("4", "converted"), ("5", "converted")]
+    quarantined = orjson.loads(Path(report["inputs"][2]["error"]).read_bytes())
+    assert quarantined["issues"][0]["rule"] == "case.read"
+    assert quarantined["issues"][0]["location"] == f"{src}:3" and "not UTF-8" in quarantined["issues"][0]["message"]

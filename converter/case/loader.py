@@ -83,16 +83,35 @@ def read_records(path: str | Path, stdin: io.BufferedIOBase | None = None) -> It
             yield Record("<stdin>", text, "json" if _is_json(stripped) else "yaml")
         return
     p = Path(path)
+    suffix = p.suffix.lower()
     try:
+        if suffix in NDJSON_SUFFIXES:  # streamed: memory does not grow with the size of the file
+            with p.open("rb") as handle:
+                yield from _ndjson_lines(str(p), handle)
+            return
         raw = p.read_bytes()
     except OSError as exc:
         raise CaseError(f"cannot read file: {exc.strerror}", location=str(p), rule="case.read") from None
-    text = _decode(raw, str(p))
-    suffix = p.suffix.lower()
-    if suffix in NDJSON_SUFFIXES:
-        yield from _ndjson_records(str(p), text)
-    else:
-        yield Record(str(p), text, "json" if suffix in JSON_SUFFIXES else "yaml")
+    yield Record(str(p), _decode(raw, str(p)), "json" if suffix in JSON_SUFFIXES else "yaml")
+
+
+def _ndjson_lines(source: str, handle: io.BufferedIOBase) -> Iterator[Record]:
+    """One record per non-empty line of an NDJSON file; a line that is not UTF-8 is that line's error only."""
+    head = handle.peek(4096)[:4096] if hasattr(handle, "peek") else b""
+    if b"\x00" in head:
+        _decode(head, source)  # raises: not a text file
+    for n, raw in enumerate(handle, 1):
+        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            yield Record(f"{source}#{n}", "", "json", n - 1, error=(Issue(
+                "error", "case.read", f"line {n} is not UTF-8 text (byte {exc.start}); expected one JSON case "
+                "report per line", f"{source}:{n}"),))
+            continue
+        if line.strip():
+            yield Record(f"{source}#{n}", line, "json", n - 1)
 
 
 def _is_json(text: str) -> bool:
