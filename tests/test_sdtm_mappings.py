@@ -7,16 +7,20 @@ tests build and validate the study.
 
 from __future__ import annotations
 
+import json
+import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from converter.api import convert, lint_mappings
 from converter.case.loader import load_case
 from converter.mapping.engine import MappedCase, MappingSet, Row
 from converter.mapping.lint import lint_folder
 from converter.mapping.testing import run_tests
+from converter.mapping.verbs import shorten
 from converter.sdtm import metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,46 +339,43 @@ def test_seed_study_validates_without_unexpected_errors() -> None:
     assert len(uncoded) == 1 and "AEDECOD" in uncoded[0]
 
 
-def test_a_lab_test_name_over_40_characters_is_shortened_and_kept_whole_in_supplb(tmp_path) -> None:
-    """SDTMIG 4.5.3.1: --TEST at most 40 characters; the printed name travels in SUPPLB.LBTESTTX."""
-    import json
-
-    from converter.api import convert
-
-    name = "soluble fragment of cytokeratin nineteen measured by chemiluminescence"
-    case = json.loads(open("samples/minimal.json", encoding="utf-8").read())
-    case["labs"] = [{"id": "lab-1", "test": name, "category": "tumor marker", "date": "2022-11",
-                     "value": {"value": 3.1, "unit": "ng/mL"}}]
+def _convert_minimal(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    """Convert samples/minimal.json with ``extra`` top-level sections; return report.json."""
+    case = json.loads(Path("samples/minimal.json").read_text(encoding="utf-8"))
+    case.update(extra)
     path = tmp_path / "case.json"
     path.write_text(json.dumps(case), encoding="utf-8")
-    report = convert([str(path)], tmp_path / "out")
-    assert [i["status"] for i in report.inputs] == ["converted"]
-    lb = json.loads((tmp_path / "out" / "sdtm" / "json" / "lb.json").read_text())
-    names = [c["name"] for c in lb["columns"]]
-    row = dict(zip(names, lb["rows"][0]))
-    assert row["LBTEST"] == "soluble fragment of cytokeratin nineteen" and len(row["LBTEST"]) <= 40
-    supp = json.loads((tmp_path / "out" / "sdtm" / "json" / "supplb.json").read_text())
-    snames = [c["name"] for c in supp["columns"]]
-    supp_rows = [dict(zip(snames, r)) for r in supp["rows"]]
-    assert any(r["QNAM"] == "LBTESTTX" and r["QVAL"] == name for r in supp_rows)
-    unmapped = json.loads((tmp_path / "out" / "report.json").read_text())["unmapped"]["minimal-json"]
-    assert any("shortened to 'soluble fragment of cytokeratin nineteen'" in u["reason"] for u in unmapped)
+    convert([str(path)], tmp_path / "out")
+    return json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+
+
+def _table(tmp_path: Path, name: str) -> list[dict[str, Any]]:
+    """The rows of a written Dataset-JSON dataset as dicts."""
+    doc = json.loads((tmp_path / "out" / "sdtm" / "json" / f"{name}.json").read_text(encoding="utf-8"))
+    names = [c["name"] for c in doc["columns"]]
+    return [dict(zip(names, r)) for r in doc["rows"]]
+
+
+def test_a_lab_test_name_over_40_characters_is_shortened_and_kept_whole_in_supplb(tmp_path: Path) -> None:
+    """SDTMIG 4.5.3.1: --TEST at most 40 characters; the printed name travels in SUPPLB.LBTESTTX."""
+    name = "soluble fragment of cytokeratin nineteen measured by chemiluminescence"
+    report = _convert_minimal(tmp_path, labs=[{"id": "lab-1", "test": name, "category": "tumor marker",
+                                               "date": "2022-11", "value": {"value": 3.1, "unit": "ng/mL"}}])
+    assert [i["status"] for i in report["inputs"]] == ["converted"]
+    assert [r["LBTEST"] for r in _table(tmp_path, "lb")] == ["soluble fragment of cytokeratin nineteen"]
+    assert any(r["QNAM"] == "LBTESTTX" and r["QVAL"] == name for r in _table(tmp_path, "supplb"))
+    assert any("shortened to 'soluble fragment of cytokeratin nineteen'" in u["reason"]
+               for u in report["unmapped"]["minimal-json"])
 
 
 def test_shorten_cuts_at_a_word_boundary_or_hard() -> None:
-    from converter.mapping.verbs import shorten
-
     assert shorten("short name", 40) == "short name"
     assert shorten("alpha beta gamma delta", 12) == "alpha beta"
     assert shorten("supercalifragilisticexpialidocious", 10) == "supercalif"
     assert shorten("alpha, beta gamma", 7) == "alpha"
 
 
-def test_max_length_must_be_a_sensible_number(tmp_path) -> None:
-    import shutil
-
-    from converter.api import lint_mappings
-
+def test_max_length_must_be_a_sensible_number(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     shutil.copytree("mappings", folder)
     lb = folder / "sdtm" / "lb.yaml"
@@ -383,23 +384,11 @@ def test_max_length_must_be_a_sensible_number(tmp_path) -> None:
     assert any("max_length: 'two'" in i.message and "lb.yaml:17" in i.location for i in problems)
 
 
-def test_a_long_variant_type_is_shortened_in_gftest_and_kept_whole_in_suppgf(tmp_path) -> None:
-    import json
-
-    from converter.api import convert
-
+def test_a_long_variant_type_is_shortened_in_gftest_and_kept_whole_in_suppgf(tmp_path: Path) -> None:
     kind = "in-frame deletion-insertion predicted to disrupt the kinase domain"
-    case = json.loads(open("samples/minimal.json", encoding="utf-8").read())
-    case["genomic_tests"] = [{"id": "gt-1", "date": "2022-11", "method": "NGS", "variants": [
-        {"id": "v-1", "gene": "EGFR", "hgvs_c": "c.2235_2249del", "type": kind}]}]
-    path = tmp_path / "case.json"
-    path.write_text(json.dumps(case), encoding="utf-8")
-    report = convert([str(path)], tmp_path / "out")
-    assert [i["status"] for i in report.inputs] == ["converted"]
-    gf = json.loads((tmp_path / "out" / "sdtm" / "json" / "gf.json").read_text())
-    names = [c["name"] for c in gf["columns"]]
-    tests = {dict(zip(names, r))["GFTEST"] for r in gf["rows"]}
+    report = _convert_minimal(tmp_path, genomic_tests=[{"id": "gt-1", "date": "2022-11", "method": "NGS", "variants": [
+        {"id": "v-1", "gene": "EGFR", "hgvs_c": "c.2235_2249del", "type": kind}]}])
+    assert [i["status"] for i in report["inputs"]] == ["converted"]
+    tests = {r["GFTEST"] for r in _table(tmp_path, "gf")}
     assert tests and all(t and len(t) <= 40 for t in tests)
-    supp = json.loads((tmp_path / "out" / "sdtm" / "json" / "suppgf.json").read_text())
-    snames = [c["name"] for c in supp["columns"]]
-    assert any(dict(zip(snames, r))["QNAM"] == "GFTYPTX" and dict(zip(snames, r))["QVAL"] == kind for r in supp["rows"])
+    assert any(r["QNAM"] == "GFTYPTX" and r["QVAL"] == kind for r in _table(tmp_path, "suppgf"))
