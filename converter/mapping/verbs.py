@@ -341,15 +341,15 @@ class Compiler:
         self.src.line(f"# {self.file}:{line} {target} {name}")
         return getattr(self, "v_" + name[1:])(node[name], node, origin, line, col)
 
-    def _gather(self, p: Path, origin: Origin, one: str) -> str:
+    def _gather(self, p: Path, origin: Origin, one: str, touch: bool = True) -> str:
         """Generate ``one`` (a format string over the value, its path) applied to every value at ``p``, each
-        read recorded; a list for ``[]`` paths, else the one value or None."""
+        read recorded (unless ``one`` records its own reads); a list for ``[]`` paths, else the one value or None."""
         src = self.src
-        o = src.const(origin, "O")
         out = src.var("r")
         src.line(f"{out} = {'[]' if p.many else 'None'}")
         with each_hit(src, p) as (v, w):
-            src.line(f"touch(({w}, {o}, cur))")
+            if touch:
+                src.line(f"touch(({w}, {src.const(origin, 'O')}, cur))")
             if p.many:
                 r = src.var("x")
                 src.line(f"{r} = {one.format(v, w)}")
@@ -572,19 +572,8 @@ class Compiler:
                     run.flag(unit_hit[1], unit, origin, f"unit not in table {name} (kept as text, no UCUM code)")
             return out
 
-        src = self.src
-        fn = src.const(one, "F")
-        out = src.var("r")
-        src.line(f"{out} = {'[]' if p.many else 'None'}")
-        with each_hit(src, p) as (v, w):  # a quantity records what it read itself
-            r = src.var("x")
-            src.line(f"{r} = {fn}({v}, {w}, run)")
-            if p.many:
-                with src.block(f"if {r} is not None:"):
-                    src.line(f"{out}.append({r})")
-            else:
-                src.line(f"{out} = {r}")
-        return out
+        # a quantity records what it read itself (the value and unit fields, not the quantity object)
+        return self._gather(p, origin, self.src.const(one, "F") + "({0}, {1}, run)", touch=False)
 
     def v_ref(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
