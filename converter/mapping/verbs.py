@@ -350,14 +350,24 @@ class Compiler:
         with each_hit(src, p) as (v, w):
             if touch:
                 src.line(f"touch(({w}, {src.const(origin, 'O')}, cur))")
-            if p.many:
-                r = src.var("x")
-                src.line(f"{r} = {one.format(v, w)}")
-                with src.block(f"if {r} is not None:"):
-                    src.line(f"{out}.append({r})")
-            else:
-                src.line(f"{out} = {one.format(v, w)}")
+            self._keep(out, p.many, one.format(v, w))
         return out
+
+    def _keep(self, out: str, many: bool, expr: str) -> None:
+        """Generate: ``out`` takes the value of ``expr`` (single-valued path), or gets it appended unless None."""
+        src = self.src
+        if not many:
+            src.line(f"{out} = {expr}")
+            return
+        r = src.var("x")
+        src.line(f"{r} = {expr}")
+        with src.block(f"if {r} is not None:"):
+            src.line(f"{out}.append({r})")
+
+    def _text_of(self, text: str, v: str) -> None:
+        """Generate: ``text`` = the text of the value ``v`` (a string as it is; a coded value's text)."""
+        src = self.src
+        src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -450,17 +460,11 @@ class Compiler:
         src.line(f"{out} = {'[]' if p.many else 'None'}")
         with each_hit(src, p) as (v, w):
             src.line(f"touch(({w}, {o}, cur))")
-            src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
+            self._text_of(text, v)
             src.line(f"{reason}, {fhir}, {value} = {memo}[{text}]")
             with src.block(f"if {reason} is not None:"):
                 src.line(f"run.flag({w}, {text}, {o}, {reason})")
-            code = result.format(text=text, fhir=fhir, value=value)
-            if not p.many:
-                src.line(f"{out} = {code}")
-            else:
-                src.line(f"{value} = {code}")
-                with src.block(f"if {value} is not None:"):
-                    src.line(f"{out}.append({value})")
+            self._keep(out, p.many, result.format(text=text, fhir=fhir, value=value))
         return out
 
     def v_ct(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
@@ -511,15 +515,10 @@ class Compiler:
         src.line(f"{out} = {'[]' if p.many else 'None'}")
         with each_hit(src, p) as (v, w):
             src.line(f"touch(({w}, {o}, cur))")
-            src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
+            self._text_of(text, v)
             src.line(f"{term} = {memo}[{text}]")
-            value = f"{term}.submission_value if {term} is not None else {src.const(uncoded, 'F')}({text}, {w}, run)"
-            if not p.many:
-                src.line(f"{out} = {value}")
-            else:
-                src.line(f"{term} = {value}")
-                with src.block(f"if {term} is not None:"):
-                    src.line(f"{out}.append({term})")
+            self._keep(out, p.many, f"{term}.submission_value if {term} is not None else "
+                       f"{src.const(uncoded, 'F')}({text}, {w}, run)")
         return out
 
     def v_date(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
