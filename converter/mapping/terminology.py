@@ -17,12 +17,11 @@ hyphens and dashes treated as ``-``.
 from __future__ import annotations
 
 import csv
-import re
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _DASHES = str.maketrans({c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212\u00ad"})
-_SPACE = re.compile(r"\s+")
 
 TABLE_COLUMNS = ("text", "synonyms", "system", "code", "display", "equivalence", "status", "verified_in", "note")
 CODELIST_COLUMNS = (
@@ -33,8 +32,14 @@ STATUSES = ("approved", "unreviewed", "rejected")
 
 
 def normalize(text: str) -> str:
-    """Fold a term for matching: case, whitespace and dash variants."""
-    return _SPACE.sub(" ", str(text).translate(_DASHES)).strip().casefold()
+    """Fold a term for matching: case, whitespace and dash variants.
+
+    Every run of whitespace (``str.isspace``, what ``re``'s ``\\s`` matches) becomes one space, none at the
+    ends; the dash variants are all outside ASCII, so ASCII text skips the (slow) translation."""
+    text = str(text)
+    if not text.isascii():
+        text = text.translate(_DASHES)
+    return " ".join(text.split()).casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +131,27 @@ def _split(cell: str) -> list[str]:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], problems: list[tuple[str, int, str]]) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a CSV file as ``csv.DictReader`` gives them (blank rows skipped), each with its line number;
+    none, and a problem, when a column is missing."""
     with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = tuple(reader.fieldnames or ())
+        reader = csv.reader(fh)
+        header = tuple(next(reader, None) or ())
         missing = [c for c in columns if c not in header]
         if missing:
             problems.append((str(path), 1, f"missing column(s) {', '.join(missing)}; expected {', '.join(columns)}"))
             return []
-        return [(reader.line_num, row) for row in reader]
+        width = len(header)
+        rows: list[tuple[int, dict[str, str]]] = []
+        for row in reader:
+            if not row:
+                continue
+            values = dict(zip(header, row))
+            if len(row) > width:
+                values[None] = row[width:]  # type: ignore[index]  # DictReader's restkey
+            elif len(row) < width:
+                values.update(dict.fromkeys(header[len(row):]))  # DictReader's restval
+            rows.append((reader.line_num, values))
+        return rows
 
 
 def load_table(path: Path, problems: list[tuple[str, int, str]]) -> TerminologyTable:
@@ -193,10 +211,37 @@ def load_codelist(path: Path, problems: list[tuple[str, int, str]]) -> Codelist 
     return cl
 
 
+_LOADED: dict[tuple[str, str], Terminology] = {}  # the last folders loaded, by (folder, content digest)
+
+
 def load_terminology(folder: Path) -> Terminology:
-    """Load every table under ``folder`` (``mappings/terminology``) and its ``cdisc-ct/`` codelists."""
+    """Load every table under ``folder`` (``mappings/terminology``) and its ``cdisc-ct/`` codelists.
+
+    A folder whose files are byte for byte the ones of an earlier call in this process gives the same
+    (read-only) object again: the mapping set and the FHIR validator both ask for the shipped tables.
+    """
+    tables = sorted(folder.glob("*.csv"))
+    ct_dir = folder / "cdisc-ct"
+    meta = ct_dir / "ct.yaml"
+    codelists = sorted(ct_dir.glob("*.csv")) if ct_dir.is_dir() else []
+    digest = hashlib.sha256()
+    for path in [*tables, *([meta] if meta.is_file() else []), *codelists]:
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    key = (str(folder), digest.hexdigest())
+    term = _LOADED.get(key)
+    if term is None:
+        term = _load(folder, tables, codelists)
+        while len(_LOADED) >= 4:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = term
+    return term
+
+
+def _load(folder: Path, tables: list[Path], codelists: list[Path]) -> Terminology:
     term = Terminology()
-    for path in sorted(folder.glob("*.csv")):
+    for path in tables:
         term.tables[path.stem] = load_table(path, term.problems)
     ct_dir = folder / "cdisc-ct"
     if ct_dir.is_dir():
@@ -205,7 +250,7 @@ def load_terminology(folder: Path) -> Terminology:
             for line in meta.read_text(encoding="utf-8").splitlines():
                 if line.startswith("version:"):
                     term.ct_version = line.split(":", 1)[1].strip().strip("\"'")
-        for path in sorted(ct_dir.glob("*.csv")):
+        for path in codelists:
             cl = load_codelist(path, term.problems)
             if cl is not None:
                 term.codelists[cl.name] = cl
