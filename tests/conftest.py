@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference"
+
+
+_CACHE = Path(tempfile.mkdtemp(prefix="casebridge-test-cache-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Generated code is cached in a folder of this test session (and its subprocesses), not the user's."""
+    os.environ["XDG_CACHE_HOME"] = str(_CACHE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def reference_path(*parts: str) -> Path:

@@ -20,6 +20,8 @@ import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from converter.mapping.codecache import compile_cached
+
 
 class Source:
     """The source text of one generated function and the names it refers to."""
@@ -156,7 +158,7 @@ class Source:
         body = ["    " + p for p in used] + lines + ([f"    return {result}"] if result else [])
         params = params if params is not None else "run, " + self.params()
         text = f"def {name}({params}):\n" + "\n".join(body) + "\n"
-        code = compile(text, self.filename, "exec")
+        code = compile_cached(text, self.filename)
         namespace = dict(self.ns)
         exec(code, namespace)  # noqa: S102 - our own generated source, built from compiled mapping files
         linecache.cache[self.filename] = (len(text), None, text.splitlines(True), self.filename)
