@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converter.case.loader import iter_input_paths, load_record, read_records
-from converter.case.model import Case
 from converter.errors import CaseBridgeError
 from converter.validate.issues import Issue
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # every command imports what it needs when it runs: ``casebridge --help`` stays quick
+    from converter.case.model import Case
     from converter.run import RunReport
 
 
@@ -38,6 +37,8 @@ def load_case(path: str | Path) -> Case:
 
 def check(inputs: list[str]) -> list[CheckResult]:
     """Load and check every case in ``inputs`` (files, folders, globs, ``-``); never raises for bad input."""
+    from converter.case.loader import iter_input_paths, load_record, read_records
+
     results: list[CheckResult] = []
     for path in iter_input_paths(inputs):
         try:

@@ -8,6 +8,7 @@ from pathlib import Path as FsPath
 from typing import Any, Callable
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.resolver import VersionedResolver
@@ -118,11 +119,17 @@ def _c_load(text: str) -> Any:
         return _PURE
     loader = _CLoader(text)
     try:
-        return loader.get_single_data()
+        return loader.document()
     except Exception:  # noqa: BLE001 - any failure is reported by the pure loader, which re-reads the text
         return _PURE
     finally:
         loader.dispose()
+
+
+_TAG = "tag:yaml.org,2002:"
+_PLAIN_KEYS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
+_BOOLS = {"true": True, "false": False}  # YAML 1.2: what the resolver tags bool
+_QUOTED_OR_PLAIN = (None, "", "'", '"')  # libyaml's plain style is ""
 
 
 if CParser is not None:
@@ -138,6 +145,47 @@ if CParser is not None:
             _Constructor.__init__(self, loader=self)
             self.allow_duplicate_keys = False
             VersionedResolver.__init__(self, loadumper=self)
+
+        def document(self) -> Any:
+            """The one document of the text (None when empty)."""
+            node = self.get_single_node()
+            return None if node is None else self.plain(node)
+
+        def plain(self, node: Any) -> Any:
+            """What the round-trip constructor builds for ``node``, built directly for the common nodes: maps
+            with scalar keys and sequences (positions, flow style), strings, booleans and nulls. Numbers, ``|``
+            and ``>`` text, anchors, merge keys and complex keys go through the constructor itself."""
+            tag = node.tag
+            if node.anchor is not None:
+                return self.construct_object(node, deep=True)
+            if tag == _TAG + "map":
+                if any(k.tag not in _PLAIN_KEYS or k.anchor is not None for k, _ in node.value):
+                    return self.construct_object(node, deep=True)  # merge keys, complex keys, aliases
+                data = CommentedMap()
+                data._yaml_set_line_col(node.start_mark.line, node.start_mark.column)
+                for key_node, value_node in node.value:
+                    key = self.plain(key_node)
+                    value = self.plain(value_node)
+                    self.check_mapping_key(node, key_node, data, key, value)  # a duplicate raises
+                    data._yaml_set_kv_line_col(key, [key_node.start_mark.line, key_node.start_mark.column,
+                                                     value_node.start_mark.line, value_node.start_mark.column])
+                    data[key] = value
+            elif tag == _TAG + "seq":
+                data = CommentedSeq()
+                data._yaml_set_line_col(node.start_mark.line, node.start_mark.column)
+                for idx, child in enumerate(node.value):
+                    data.append(self.plain(child))
+                    data._yaml_set_idx_line_col(idx, [child.start_mark.line, child.start_mark.column])
+            elif tag == _TAG + "str" and node.style in _QUOTED_OR_PLAIN:
+                return node.value
+            elif tag == _TAG + "null":
+                return None
+            elif tag == _TAG + "bool" and node.value in _BOOLS:
+                return _BOOLS[node.value]
+            else:
+                return self.construct_object(node, deep=True)
+            self.set_collection_style(data, node)
+            return data
 
 
 def read_mapping_doc(path: FsPath, name: str, problems: list[LoadProblem]) -> Any:
