@@ -127,7 +127,9 @@ class Terminology:
 
 
 def _split(cell: str) -> list[str]:
-    return [s.strip() for s in (cell or "").split("|") if s.strip()]
+    if not cell:  # most cells: nothing to split
+        return []
+    return [s.strip() for s in cell.split("|") if s.strip()]
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], problems: list[tuple[str, int, str]]) -> list[tuple[int, dict[str, str]]]:
