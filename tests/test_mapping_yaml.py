@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,14 @@ SNIPPETS = [
     "d: 2021-03-04\nt: 2021-03-04T10:20:30Z\ns: '2021-03-04'\n",
     "k: |\n  line 1\n   line 2\n\nf: >-\n  folded\n  text\n\nq: 'it''s'\nd: \"tab\\there \\u00e9\"\n",
     "base: &b {x: 1, y: [1, 2]}\nuse: *b\nmerged:\n  <<: *b\n  z: 3\nmany:\n  <<: [*b, {w: 4}]\n",
+    "s: &s text\nt: *s\nn: &n 12\nm: *n\nl: &l [1, &i {a: 1}]\nk: [*l, *i]\n&r root: 1\n",
+    "inline: {<<: {a: 1}, b: 2}\n",
+    "<<\n",
+    "=\n",
+    "a: \nb:\n  # only a comment\nc: [ , ]\n? \n",
+    "a: 1\tb\n",
+    "a: x\u2028y\n",
+    "k: >#c\n  t\n",
     "tagged: !custom {a: 1}\nstr: !!str 12\nint: !!int '7'\nseq: !list [1]\n",
     "ünïcödé: välue\n\"café ☕\": {nested: 😀 x, after: y}\nk: [é, ü, {ö: 1}]\n",
     "? complex key\n: value\n? [a, b]\n: list key\n1: int key\nnull: null key\n",
@@ -51,9 +60,22 @@ SNIPPETS = [
 ]
 
 
-def _same(a: Any, b: Any, where: str = "") -> None:
-    """Assert two loaded documents are the same: types, values, order, and every line/column."""
+def _anchor(value: Any) -> Any:
+    anchor = value.yaml_anchor() if hasattr(value, "yaml_anchor") else getattr(value, "anchor", None)
+    return getattr(anchor, "value", anchor)
+
+
+def _same(a: Any, b: Any, where: str = "", pairs: dict[int, Any] | None = None) -> None:
+    """Assert two loaded documents are the same: types, values, order, anchors, shared (aliased) objects and
+    every line/column."""
+    pairs = {} if pairs is None else pairs
+    if isinstance(a, (dict, list)):
+        if id(a) in pairs:  # an alias: the same object on both sides
+            assert pairs[id(a)] is b, where
+            return
+        pairs[id(a)] = b
     assert type(a) is type(b), (where, type(a), type(b))
+    assert _anchor(a) == _anchor(b), where
     la, lb = getattr(a, "lc", None), getattr(b, "lc", None)
     assert (la is None) == (lb is None), where
     if la is not None:
@@ -61,11 +83,11 @@ def _same(a: Any, b: Any, where: str = "") -> None:
     if isinstance(a, dict):
         assert list(a) == list(b), where
         for key in a:
-            _same(a[key], b[key], f"{where}.{key}")
+            _same(a[key], b[key], f"{where}.{key}", pairs)
     elif isinstance(a, list):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
+            _same(x, y, f"{where}[{i}]", pairs)
     else:
         assert repr(a) == repr(b), where
         assert a == b or a != a or type(a).__eq__ is object.__eq__, where  # NaN; TaggedScalar has no ==
@@ -120,6 +142,45 @@ def test_every_yaml_file_of_the_project_parses_the_same(path: Path) -> None:
 def test_shipped_mappings_take_the_c_path() -> None:
     for path in sorted(ROOT.glob("mappings/**/*.yaml")):
         assert rules._c_load(path.read_text(encoding="utf-8")) is not rules._PURE, path
+
+
+def _edits(seed: int, count: int) -> list[str]:
+    """Random small edits of pieces of the shipped mapping files: the odd documents a person may write."""
+    rng = random.Random(seed)
+    texts = [p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("mappings/*/*.yaml"))]
+    inserts = ["\t", ":", " ", "-", "'", '"', "#", "{", "}", "[", "]", ",", "?", "\n", "|", ">", "&a ", "*a",
+               "<<: ", "@", "`", "\\", "\r", "\ufeff", "\x85", "\u2028", "é", "0x", "1e", ".", "~", "=", "%"]
+    out = []
+    for _ in range(count):
+        lines = rng.choice(texts).split("\n")
+        start = rng.randrange(len(lines))
+        text = "\n".join(lines[start:start + rng.randint(1, 40)])
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(text) + 1)
+            op = rng.random()
+            if op < 0.4:
+                text = text[:i] + rng.choice(inserts) + text[i:]
+            elif op < 0.7:
+                text = text[:i] + text[i + rng.randint(1, 3):]
+            else:
+                j = rng.randrange(len(text) + 1)
+                text = text[:i] + text[j:j + rng.randint(1, 8)] + text[i:]
+        out.append(text)
+    return out
+
+
+@pytest.mark.skipif(rules.CParser is None, reason="ruamel.yaml.clib is not installed")
+def test_random_edits_of_mapping_files_parse_the_same() -> None:
+    taken = 0
+    for text in _edits(seed=20261124, count=3000):
+        fast = rules._c_load(text)
+        if fast is rules._PURE:
+            continue
+        taken += 1
+        expected, error = _pure(text)
+        assert error is None, (text, error)  # the C path never accepts what the pure loader rejects
+        _same(expected, fast)
+    assert taken > 200  # the C path is exercised, not only the fallback
 
 
 def test_directives_and_failures_take_the_pure_path() -> None:

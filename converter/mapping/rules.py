@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -9,6 +10,7 @@ from typing import Any, Callable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.resolver import VersionedResolver
@@ -104,6 +106,12 @@ class _Constructor(RoundTripConstructor):
 _Constructor.add_constructor("tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node))
 
 _PURE = object()  # what _c_load returns for a document only the pure-Python loader may read
+_PARTS_WAYS = re.compile(  # text libyaml and ruamel's pure parser may read differently (see _c_load)
+    "[!\t\r\x85\u2028\u2029]"      # tags; characters libyaml reads as spaces or line breaks, ruamel not
+    "|^\ufeff?%|.\ufeff"            # directives; a BOM inside the text
+    "|[|>][-+0-9]*#",               # a block scalar header with a comment not after a space
+    re.DOTALL | re.MULTILINE)
+_ANCHORS = re.compile(r"(?:^|[\s\[{,:?-])[&*]", re.MULTILINE)  # may hold an anchor or alias (see _c_load)
 
 
 def _c_load(text: str) -> Any:
@@ -112,15 +120,19 @@ def _c_load(text: str) -> Any:
     libyaml builds the nodes (with the same line/column marks), ruamel's YAML 1.2 resolver tags them, and
     :meth:`_CLoader.plain` with ruamel's round-trip constructor turns them into the same objects, 8-10 times
     faster. Only what a YAML writer would read differs: comments and the fold points of ``>`` text are
-    not kept. A document that may hold a ``%`` directive (its YAML version changes the resolver) or an
-    explicit ``!tag`` (libyaml expands its handle, so the constructor would build another type), or one
-    libyaml or the constructor fails on, is left to the pure loader, so every error message and position
-    stays the pure loader's (tests/test_mapping_yaml.py compares both loaders on every YAML file of the
-    project and on edge cases).
+    not kept. Where the two parsers are known to part ways the text is left to the pure loader (see
+    ``_PARTS_WAYS``): a ``%`` directive (its YAML version changes the resolver), an explicit ``!tag`` (libyaml
+    expands its handle), tabs, carriage returns, Unicode line breaks and inner BOMs (libyaml reads some of
+    them as spaces or line breaks), empty plain values (libyaml marks them elsewhere) and tags other than
+    the core schema's (see :meth:`_CLoader.document`). So does any text libyaml or the constructor fails on,
+    so every error message and position stays the pure loader's. libyaml's own composer drops anchors, so
+    a text that may hold one is composed from libyaml's events by ruamel's composer (:class:`_CEventLoader`,
+    slower but still C-parsed). tests/test_mapping_yaml.py compares both loaders on every YAML file of the
+    project, on edge cases and on random edits of the mapping files.
     """
-    if CParser is None or "!" in text or text.startswith("%") or "\n%" in text:
+    if CParser is None or _PARTS_WAYS.search(text):
         return _PURE
-    loader = _CLoader(text)
+    loader = (_CEventLoader if _ANCHORS.search(text) else _CLoader)(text)
     try:
         return loader.document()
     except Exception:  # noqa: BLE001 - any failure is reported by the pure loader, which re-reads the text
@@ -131,6 +143,11 @@ def _c_load(text: str) -> Any:
 
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_KEYS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
+_CORE_TAGS = _PLAIN_KEYS | {_TAG + "map", _TAG + "seq"}  # and merge keys (<<)
+
+
+class _PartsWays(Exception):
+    """A document libyaml and ruamel's pure parser may read differently (see :func:`_c_load`)."""
 _BOOLS = {"true": True, "false": False}  # YAML 1.2: what the resolver tags bool
 _QUOTED_OR_PLAIN = (None, "", "'", '"')  # libyaml's plain style is ""
 
@@ -150,9 +167,31 @@ if CParser is not None:
             VersionedResolver.__init__(self, loadumper=self)
 
         def document(self) -> Any:
-            """The one document of the text (None when empty)."""
+            """The one document of the text (None when empty); :class:`_PartsWays` for a node with a tag other
+            than the core schema's, an empty plain value (libyaml marks it at another position) or an alias that
+            lost its anchor."""
             node = self.get_single_node()
-            return None if node is None else self.plain(node)
+            if node is None:
+                return None
+            todo, seen = [(node, False)], set()  # (node, whether it is a mapping key)
+            while todo:
+                item, is_key = todo.pop()
+                if id(item) in seen:  # an alias: fine when the node kept its anchor (:class:`_CEventLoader`)
+                    if item.anchor is None:
+                        raise _PartsWays
+                    continue
+                seen.add(id(item))
+                if item.tag not in _CORE_TAGS and not (is_key and item.tag == _TAG + "merge"):
+                    raise _PartsWays
+                if type(item.value) is list:  # a sequence's items, a map's (key, value) pairs
+                    for child in item.value:
+                        if type(child) is tuple:
+                            todo += ((child[0], True), (child[1], False))
+                        else:
+                            todo.append((child, False))
+                elif not item.value and not item.style:
+                    raise _PartsWays
+            return self.plain(node)
 
         def plain(self, node: Any) -> Any:
             """What the round-trip constructor builds for ``node``, built directly for the common nodes: maps
@@ -189,6 +228,15 @@ if CParser is not None:
                 return self.construct_object(node, deep=True)
             self.set_collection_style(data, node)
             return data
+
+    class _CEventLoader(Composer, _CLoader):  # type: ignore[misc, valid-type]
+        """libyaml's parser with ruamel's composer, which keeps anchors (libyaml's composer drops them)."""
+
+        max_depth = 0  # what YAML() sets: no nesting limit
+
+        def __init__(self, text: str) -> None:
+            _CLoader.__init__(self, text)
+            Composer.__init__(self, loader=self)
 
 
 def read_mapping_doc(path: FsPath, name: str, problems: list[LoadProblem]) -> Any:
