@@ -104,9 +104,10 @@ def _prune(folder: Path) -> None:
         return
     _pruned.add(folder)
     limit = time.time() - MAX_AGE_DAYS * 86400
-    for entry in os.scandir(folder):
-        try:
-            if entry.stat().st_mtime < limit:
-                os.unlink(entry.path)
-        except OSError:
-            pass
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if entry.stat().st_mtime < limit:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
