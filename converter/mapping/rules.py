@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import MappingStartEvent, ScalarEvent, SequenceStartEvent, StreamEndEvent
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 
 try:
@@ -109,9 +110,10 @@ _PURE = object()  # what _c_load returns for a document only the pure-Python loa
 _PARTS_WAYS = re.compile(  # text libyaml and ruamel's pure parser may read differently (see _c_load)
     "[!\t\r\x85\u2028\u2029]"      # tags; characters libyaml reads as spaces or line breaks, ruamel not
     "|^\ufeff?%|.\ufeff"            # directives; a BOM inside the text
-    "|[|>][-+0-9]*#",               # a block scalar header with a comment not after a space
+    "|[|>][-+0-9]*#"                # a block scalar header with a comment not after a space
+    "|(?:^|[\\s\\[{,:])[&*][A-Za-z0-9_-]*[^A-Za-z0-9_\\s,\\[\\]{}-]",  # anchor names libyaml cuts short
     re.DOTALL | re.MULTILINE)
-_ANCHORS = re.compile(r"(?:^|[\s\[{,:?-])[&*]", re.MULTILINE)  # may hold an anchor or alias (see _c_load)
+_ANCHORS = re.compile(r"(?:^|[\s\[{,:])[&*]", re.MULTILINE)  # may hold an anchor or alias (see _c_load)
 
 
 def _c_load(text: str) -> Any:
@@ -125,16 +127,16 @@ def _c_load(text: str) -> Any:
     expands its handle), tabs, carriage returns, Unicode line breaks and inner BOMs (libyaml reads some of
     them as spaces or line breaks), empty plain values (libyaml marks them elsewhere) and tags other than
     the core schema's (see :meth:`_CLoader.document`). So does any text libyaml or the constructor fails on,
-    so every error message and position stays the pure loader's. libyaml's own composer drops anchors, so
-    a text that may hold one is composed from libyaml's events by ruamel's composer (:class:`_CEventLoader`,
-    slower but still C-parsed). tests/test_mapping_yaml.py compares both loaders on every YAML file of the
-    project, on edge cases and on random edits of the mapping files.
+    so every error message and position stays the pure loader's. libyaml's composer drops anchors: a text
+    that may hold one gets them back from a pass over libyaml's events (:func:`_anchors`).
+    tests/test_mapping_yaml.py compares both loaders on every YAML file of the project, on edge cases and on
+    random edits of the mapping files.
     """
     if CParser is None or _PARTS_WAYS.search(text):
         return _PURE
-    loader = (_CEventLoader if _ANCHORS.search(text) else _CLoader)(text)
+    loader = _CLoader(text)
     try:
-        return loader.document()
+        return loader.document(text)
     except Exception:  # noqa: BLE001 - any failure is reported by the pure loader, which re-reads the text
         return _PURE
     finally:
@@ -152,6 +154,26 @@ _BOOLS = {"true": True, "false": False}  # YAML 1.2: what the resolver tags bool
 _QUOTED_OR_PLAIN = (None, "", "'", '"')  # libyaml's plain style is ""
 
 
+def _anchors(text: str) -> dict[tuple[int, int, type], str]:
+    """Anchor names by where their node starts (line, column, node type), from libyaml's events; a name used
+    twice raises :class:`_PartsWays` (which node an alias means then is the pure loader's business)."""
+    kinds = {ScalarEvent: ScalarNode, MappingStartEvent: MappingNode, SequenceStartEvent: SequenceNode}
+    out: dict[tuple[int, int, type], str] = {}
+    names: set[str] = set()
+    parser = CParser(text)
+    try:
+        while not isinstance(event := parser.get_event(), StreamEndEvent):
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None and type(event) in kinds:
+                if anchor in names:
+                    raise _PartsWays
+                names.add(anchor)
+                out[(event.start_mark.line, event.start_mark.column, kinds[type(event)])] = anchor
+    finally:
+        parser.dispose()
+    return out
+
+
 if CParser is not None:
     class _CLoader(CParser, _Constructor, VersionedResolver):  # type: ignore[misc, valid-type]
         """libyaml's parser and composer feeding the round-trip constructor (see :func:`_c_load`)."""
@@ -166,21 +188,24 @@ if CParser is not None:
             self.allow_duplicate_keys = False
             VersionedResolver.__init__(self, loadumper=self)
 
-        def document(self) -> Any:
-            """The one document of the text (None when empty); :class:`_PartsWays` for a node with a tag other
-            than the core schema's, an empty plain value (libyaml marks it at another position) or an alias that
-            lost its anchor."""
+        def document(self, text: str) -> Any:
+            """The one document of ``text`` (None when empty), its anchors put back (see :func:`_anchors`);
+            :class:`_PartsWays` for a node with a tag other than the core schema's, an empty plain value (libyaml
+            marks it at another position) or an anchor that cannot be put back."""
             node = self.get_single_node()
             if node is None:
                 return None
+            anchors = _anchors(text) if _ANCHORS.search(text) else {}
             todo, seen = [(node, False)], set()  # (node, whether it is a mapping key)
             while todo:
                 item, is_key = todo.pop()
-                if id(item) in seen:  # an alias: fine when the node kept its anchor (:class:`_CEventLoader`)
+                if id(item) in seen:  # an alias: libyaml's composer gives the anchored node itself
                     if item.anchor is None:
                         raise _PartsWays
                     continue
                 seen.add(id(item))
+                if anchors:
+                    item.anchor = anchors.pop((item.start_mark.line, item.start_mark.column, type(item)), None)
                 if item.tag not in _CORE_TAGS and not (is_key and item.tag == _TAG + "merge"):
                     raise _PartsWays
                 if type(item.value) is list:  # a sequence's items, a map's (key, value) pairs
@@ -191,6 +216,8 @@ if CParser is not None:
                             todo.append((child, False))
                 elif not item.value and not item.style:
                     raise _PartsWays
+            if anchors:  # an anchor no node starts at
+                raise _PartsWays
             return self.plain(node)
 
         def plain(self, node: Any) -> Any:
@@ -228,15 +255,6 @@ if CParser is not None:
                 return self.construct_object(node, deep=True)
             self.set_collection_style(data, node)
             return data
-
-    class _CEventLoader(Composer, _CLoader):  # type: ignore[misc, valid-type]
-        """libyaml's parser with ruamel's composer, which keeps anchors (libyaml's composer drops them)."""
-
-        max_depth = 0  # what YAML() sets: no nesting limit
-
-        def __init__(self, text: str) -> None:
-            _CLoader.__init__(self, text)
-            Composer.__init__(self, loader=self)
 
 
 def read_mapping_doc(path: FsPath, name: str, problems: list[LoadProblem]) -> Any:
