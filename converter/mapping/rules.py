@@ -146,12 +146,12 @@ def _c_load(text: str) -> Any:
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_KEYS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
 _CORE_TAGS = _PLAIN_KEYS | {_TAG + "map", _TAG + "seq"}  # and merge keys (<<)
+_BOOLS = {"true": True, "false": False}  # YAML 1.2: what the resolver tags bool
+_QUOTED_OR_PLAIN = (None, "", "'", '"')  # libyaml's plain style is ""
 
 
 class _PartsWays(Exception):
     """A document libyaml and ruamel's pure parser may read differently (see :func:`_c_load`)."""
-_BOOLS = {"true": True, "false": False}  # YAML 1.2: what the resolver tags bool
-_QUOTED_OR_PLAIN = (None, "", "'", '"')  # libyaml's plain style is ""
 
 
 def _anchors(text: str) -> dict[tuple[int, int, type], str]:
