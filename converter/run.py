@@ -34,14 +34,18 @@ _IN_FLIGHT_PER_JOB = 16  # cases queued per worker: keeps workers busy, memory i
 class _Spill:
     """A JSON array or object written to a temporary file item by item, so a run's memory does not grow with it."""
 
-    def __init__(self, folder: Path, name: str, kind: str):
+    def __init__(self, folder: Path, name: str, kind: str, indent: bool = False):
         folder.mkdir(parents=True, exist_ok=True)
         self.kind = kind
+        self.indent = indent  # items laid out as orjson.OPT_INDENT_2 lays out a top-level key's items
         self.count = 0
         self.handle = tempfile.TemporaryFile(dir=folder, prefix=f".{name}.", suffix=".tmp")
 
     def add(self, value: Any, key: str | None = None) -> None:
-        body = orjson.dumps(value)
+        if self.indent:  # a JSON string holds no raw newline: every newline is layout
+            body = orjson.dumps(value, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    ")
+        else:
+            body = orjson.dumps(value)
         if key is not None:
             body = orjson.dumps(key) + b": " + body
         self.handle.write((b",\n    " if self.count else b"\n    ") + body)
@@ -54,7 +58,14 @@ class _Spill:
         while piece := self.handle.read(1 << 20):
             yield piece
         yield (b"\n  " if self.count else b"") + (b"]" if self.kind == "list" else b"}")
-        self.handle.close()
+
+    def value(self) -> Any:
+        """What was added, read back (the whole of it in memory)."""
+        return orjson.loads(b"".join(self.chunks()))
+
+    def __del__(self) -> None:
+        if hasattr(self, "handle"):
+            self.handle.close()  # the temporary file is gone with it
 
 
 @dataclass(slots=True)
@@ -62,10 +73,12 @@ class RunReport:
     """What a run did; written as ``report.json`` and summarised by the CLI.
 
     ``issues`` holds the errors (what failed); every issue — warnings and notes too — is streamed into
-    report.json together with the unmapped and unused facts, so memory stays flat however many cases run.
+    report.json together with the entry of each input and the unmapped and unused facts, so memory stays flat
+    however many cases run. ``converted`` and ``failed`` count the inputs.
     """
 
-    inputs: list[dict[str, Any]] = field(default_factory=list)
+    converted: int = 0
+    failed: int = 0
     issues: list[Issue] = field(default_factory=list)
     issue_counts: dict[str, int] = field(default_factory=dict)
     resource_counts: dict[str, int] = field(default_factory=dict)
@@ -76,14 +89,17 @@ class RunReport:
     spills: dict[str, _Spill] = field(default_factory=dict)
 
     @property
-    def failed(self) -> int:
-        """How many inputs failed."""
-        return sum(1 for i in self.inputs if i["status"] != "converted")
+    def inputs(self) -> list[dict[str, Any]]:
+        """What became of each input, in input order (read back from the report's spill)."""
+        return self.spills["inputs"].value() if "inputs" in self.spills else []
 
-    @property
-    def converted(self) -> int:
-        """How many cases were converted."""
-        return sum(1 for i in self.inputs if i["status"] == "converted")
+    def add_input(self, entry: dict[str, Any]) -> None:
+        """Record what became of one input (streamed to the report)."""
+        if entry["status"] == "converted":
+            self.converted += 1
+        else:
+            self.failed += 1
+        self.spills["inputs"].add(entry)
 
     @property
     def ok(self) -> bool:
@@ -100,15 +116,17 @@ class RunReport:
                 self.issues.append(issue)
 
     def report_chunks(self) -> Iterator[bytes]:
-        """report.json, streamed: the summary first, then every issue, unmapped and unused fact."""
-        head = {"casebridge": self.meta, "summary": {"inputs": len(self.inputs), "converted": self.converted,
-                                                     "failed": self.failed},
-                "inputs": self.inputs, "resource_counts": dict(sorted(self.resource_counts.items())),
+        """report.json, streamed: the summary, the inputs, the counts, then every issue, unmapped and unused fact."""
+        head = {"casebridge": self.meta, "summary": {"inputs": self.converted + self.failed,
+                                                     "converted": self.converted, "failed": self.failed}}
+        yield orjson.dumps(head, option=orjson.OPT_INDENT_2)[:-2]  # without the closing "\n}"
+        yield b',\n  "inputs": '
+        yield from self.spills["inputs"].chunks()
+        tail = {"resource_counts": dict(sorted(self.resource_counts.items())),
                 "domain_counts": dict(sorted(self.domain_counts.items())),
                 "issue_counts": dict(sorted(self.issue_counts.items())),
                 "timings_s": {k: round(v, 6) for k, v in self.timings.items()}, "files": self.files}
-        text = orjson.dumps(head, option=orjson.OPT_INDENT_2)
-        yield text[:-2]  # without the closing "\n}"
+        yield b"," + orjson.dumps(tail, option=orjson.OPT_INDENT_2)[1:-2]  # its keys, after the inputs
         for name, key in (("issues", "issues"), ("unmapped", "unmapped"), ("unused", "unused_facts")):
             yield b',\n  "' + key.encode() + b'": '
             yield from self.spills[name].chunks()
@@ -142,8 +160,8 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         "ct_version": mapping_set.terminology.ct_version, "terminology_tables": sorted(mapping_set.terminology.tables),
         "created": stamp.isoformat(), "options": {"to": sorted(options.to), "fhir_bundle": fhir_bundle,
                                                   "sdtm_formats": sorted(sdtm_formats), "study_id": study_id, "jobs": jobs}})
-    report.spills = {"issues": _Spill(out, "issues", "list"), "unmapped": _Spill(out, "unmapped", "object"),
-                     "unused": _Spill(out, "unused", "object")}
+    report.spills = {"inputs": _Spill(out, "inputs", "list", indent=True), "issues": _Spill(out, "issues", "list"),
+                     "unmapped": _Spill(out, "unmapped", "object"), "unused": _Spill(out, "unused", "object")}
     records = _records(paths)
     builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
     ndjson = NdjsonAssembler(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
@@ -237,7 +255,7 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, ndjson: Ndjson
     builder.accept(result.sdtm)
     for name, rows in result.sdtm.items():
         report.domain_counts[name] = report.domain_counts.get(name, 0) + len(rows)
-    report.inputs.append(entry)
+    report.add_input(entry)
     report.add_issues(result.issues)
     if result.unmapped:
         report.spills["unmapped"].add(result.unmapped, result.case_id)
@@ -262,7 +280,7 @@ def _quarantine(result: CaseResult, text: str, out: Path, report: RunReport) -> 
     path = write_bytes_atomic(out / "quarantine" / f"{name}.error.json", orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n",
                               durable=False)
     report.files.append(str(path))
-    report.inputs.append({"source": result.source, "case_id": result.case_id, "status": "quarantined",
+    report.add_input({"source": result.source, "case_id": result.case_id, "status": "quarantined",
                           "error": str(path), "errors": sum(1 for i in result.issues if i.severity == "error")})
     report.add_issues(result.issues)
 

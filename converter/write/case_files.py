@@ -191,7 +191,7 @@ def copy_range(src: int, dst: int, offset: int, length: int) -> None:
                 raise
             done = os.write(dst, os.pread(src, min(length, 1 << 24), offset))
         if done == 0:
-            raise OSError(errno.EIO, f"NDJSON part ends before offset {offset + length}", str(src))
+            raise OSError(errno.EIO, f"NDJSON part file ends before offset {offset + length}")
         offset += done
         length -= done
 
