@@ -124,3 +124,20 @@ def test_report_json_with_spilled_inputs_has_the_bytes_of_one_indented_document(
                                       "unmapped": {}, "unused_facts": {}}
         assert (report.converted, report.failed) == ((1, 1) if entries else (0, 0))
         assert report.inputs == entries  # still there for the caller of convert, read back from the spill
+
+
+def test_a_bundle_is_placed_across_file_systems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fhir/ may be a symbolic link to another file system, where a rename cannot reach."""
+    staged = CaseFiles(make_staging(tmp_path)).stage_bundle(b"{}\n")
+    real_replace = os.replace
+
+    def cross_device(src: str, dst: Path) -> None:
+        if str(src) == staged:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(case_files.os, "replace", cross_device)
+    (tmp_path / "fhir").mkdir()
+    target = place_bundle(staged, tmp_path / "fhir" / "x.bundle.json")
+    assert target.read_bytes() == b"{}\n" and not Path(staged).exists()
+    assert [p.name for p in (tmp_path / "fhir").iterdir()] == ["x.bundle.json"]

@@ -24,6 +24,8 @@ from itertools import count
 from pathlib import Path
 from typing import NamedTuple
 
+from converter.write.atomic import write_bytes_atomic
+
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _PART_BYTES = 64 << 20  # a process starts a new NDJSON part after this much: the run deletes consumed parts
 _NO_COPY_FILE_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
@@ -178,6 +180,11 @@ def place_bundle(staged: str, target: Path) -> Path:
     except FileNotFoundError:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target)
+    except OSError as exc:  # fhir/ on another file system (a symbolic link): staged again beside the target
+        if exc.errno != errno.EXDEV:
+            raise
+        write_bytes_atomic(target, Path(staged).read_bytes(), durable=False)
+        os.unlink(staged)
     return target
 
 
@@ -189,7 +196,8 @@ def copy_range(src: int, dst: int, offset: int, length: int) -> None:
         except (AttributeError, OSError) as exc:  # no copy_file_range here, or not between these files
             if isinstance(exc, OSError) and exc.errno not in _NO_COPY_FILE_RANGE:
                 raise
-            done = os.write(dst, os.pread(src, min(length, 1 << 24), offset))
+            os.lseek(src, offset, os.SEEK_SET)  # no os.pread on Windows
+            done = os.write(dst, os.read(src, min(length, 1 << 24)))
         if done == 0:
             raise OSError(errno.EIO, f"NDJSON part file ends before offset {offset + length}")
         offset += done
