@@ -2,7 +2,8 @@
 
 A :class:`Pipeline` holds everything compiled once per process (mapping set, schemas); :meth:`process`
 turns one input record into a picklable :class:`CaseResult` so that cases can run in worker processes
-and be merged in input order.
+and be merged in input order. :func:`stage_output` then writes the case's FHIR files from the process that
+converted it, so what goes back to the run is small: status, issues, counts, SDTM rows and where the files are.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from converter.mapping.engine import MappingSet
 from converter.sdtm.ascii import table as ascii_table
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
+from converter.write.case_files import CaseFiles, NdjsonPiece
 
 STAGES = ("load", "map", "fhir_build", "fhir_validate", "sdtm_build", "sdtm_validate", "write")
 
@@ -40,16 +42,18 @@ class Options:
 
 @dataclass(slots=True)
 class CaseResult:
-    """What one input record became (picklable; bytes for FHIR, plain rows for SDTM)."""
+    """What one input record became (picklable; bytes or staged files for FHIR, plain rows for SDTM)."""
 
     source: str
     text: str
     case_id: str | None = None
     ok: bool = False
     issues: list[Issue] = field(default_factory=list)
-    bundle: bytes | None = None
-    resource_types: list[str] = field(default_factory=list)  # of the bundle's entries, in order
+    bundle: bytes | None = None  # until stage_output writes it to bundle_file
+    resource_counts: dict[str, int] = field(default_factory=dict)  # of the bundle's entries, by type
     resources: list[tuple[str, bytes]] = field(default_factory=list)  # (type, NDJSON line) with fhir_ndjson
+    bundle_file: str | None = None  # the staged bundle of a converted case (stage_output)
+    ndjson: NdjsonPiece | None = None  # where stage_output put its NDJSON lines
     sdtm: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     unmapped: list[dict[str, str]] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
@@ -113,7 +117,10 @@ class Pipeline:
             t["fhir_validate"] = (now := clock()) - mark
             mark = now
             result.bundle = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
-            result.resource_types = [e["resource"]["resourceType"] for e in bundle["entry"]]
+            counts = result.resource_counts
+            for entry in bundle["entry"]:
+                rtype = entry["resource"]["resourceType"]
+                counts[rtype] = counts.get(rtype, 0) + 1
             if self.options.fhir_ndjson:
                 result.resources = ndjson_lines(bundle)
         if "sdtm" in self.targets:
@@ -137,7 +144,26 @@ def _locate(issues: list[Issue], source: str) -> list[Issue]:
             for i in issues]
 
 
-_WORKER: Pipeline | None = None
+def stage_output(result: CaseResult, files: CaseFiles) -> CaseResult:
+    """Write a converted case's bundle and NDJSON lines to the staging folder; drop what the run does not need.
+
+    The bytes and the input text leave the result (the run keeps each record's text for quarantine reports);
+    a case that failed writes nothing.
+    """
+    start = time.perf_counter()
+    if result.ok:
+        if result.bundle is not None:
+            result.bundle_file = files.stage_bundle(result.bundle)
+        if result.resources:
+            result.ndjson = files.add_ndjson(result.resources)
+    result.bundle = None
+    result.resources = []
+    result.text = ""
+    result.timings["write"] = time.perf_counter() - start
+    return result
+
+
+_WORKER: tuple[Pipeline, CaseFiles] | None = None
 _COMPILED: MappingSet | None = None  # set by the parent before it forks its pool: workers inherit it
 
 
@@ -147,14 +173,18 @@ def share_compiled(mapping_set: MappingSet | None) -> None:
     _COMPILED = mapping_set
 
 
-def init_worker(mappings_folder: str | None, options: Options) -> None:
-    """Process-pool initializer: the inherited compiled set (fork), else compile once per worker (spawn)."""
+def init_worker(mappings_folder: str | None, options: Options, staging: str) -> None:
+    """Process-pool initializer: the inherited compiled set (fork), else compile once per worker (spawn).
+
+    ``staging`` is the run's staging folder, where the worker writes its cases' FHIR files.
+    """
     global _WORKER
     mapping_set = _COMPILED or MappingSet.load(Path(mappings_folder) if mappings_folder else None)
-    _WORKER = Pipeline(mapping_set, options)
+    _WORKER = (Pipeline(mapping_set, options), CaseFiles(Path(staging)))
 
 
 def work(record: Record) -> CaseResult:
-    """Process-pool task."""
+    """Process-pool task: convert one record and stage its output."""
     assert _WORKER is not None, "init_worker was not called"
-    return _WORKER.process(record)
+    pipeline, files = _WORKER
+    return stage_output(pipeline.process(record), files)

@@ -9,6 +9,7 @@ import re
 import tempfile
 import time
 from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +21,11 @@ from converter import __version__
 from converter.case.loader import Record, iter_input_paths, read_records
 from converter.errors import CaseBridgeError
 from converter.mapping.engine import MappingSet
-from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, share_compiled, work
+from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, share_compiled, stage_output, work
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
 from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes_atomic, write_chunks_atomic
+from converter.write.case_files import CaseFiles, NdjsonAssembler, make_staging, place_bundle, remove_staging
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _IN_FLIGHT_PER_JOB = 16  # cases queued per worker: keeps workers busy, memory independent of the input size
@@ -32,14 +34,18 @@ _IN_FLIGHT_PER_JOB = 16  # cases queued per worker: keeps workers busy, memory i
 class _Spill:
     """A JSON array or object written to a temporary file item by item, so a run's memory does not grow with it."""
 
-    def __init__(self, folder: Path, name: str, kind: str):
+    def __init__(self, folder: Path, name: str, kind: str, indent: bool = False):
         folder.mkdir(parents=True, exist_ok=True)
         self.kind = kind
+        self.indent = indent  # items laid out as orjson.OPT_INDENT_2 lays out a top-level key's items
         self.count = 0
         self.handle = tempfile.TemporaryFile(dir=folder, prefix=f".{name}.", suffix=".tmp")
 
     def add(self, value: Any, key: str | None = None) -> None:
-        body = orjson.dumps(value)
+        if self.indent:  # a JSON string holds no raw newline: every newline is layout
+            body = orjson.dumps(value, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    ")
+        else:
+            body = orjson.dumps(value)
         if key is not None:
             body = orjson.dumps(key) + b": " + body
         self.handle.write((b",\n    " if self.count else b"\n    ") + body)
@@ -52,7 +58,14 @@ class _Spill:
         while piece := self.handle.read(1 << 20):
             yield piece
         yield (b"\n  " if self.count else b"") + (b"]" if self.kind == "list" else b"}")
-        self.handle.close()
+
+    def value(self) -> Any:
+        """What was added, read back (the whole of it in memory)."""
+        return orjson.loads(b"".join(self.chunks()))
+
+    def __del__(self) -> None:
+        if hasattr(self, "handle"):
+            self.handle.close()  # the temporary file is gone with it
 
 
 @dataclass(slots=True)
@@ -60,10 +73,12 @@ class RunReport:
     """What a run did; written as ``report.json`` and summarised by the CLI.
 
     ``issues`` holds the errors (what failed); every issue — warnings and notes too — is streamed into
-    report.json together with the unmapped and unused facts, so memory stays flat however many cases run.
+    report.json together with the entry of each input and the unmapped and unused facts, so memory stays flat
+    however many cases run. ``converted`` and ``failed`` count the inputs.
     """
 
-    inputs: list[dict[str, Any]] = field(default_factory=list)
+    converted: int = 0
+    failed: int = 0
     issues: list[Issue] = field(default_factory=list)
     issue_counts: dict[str, int] = field(default_factory=dict)
     resource_counts: dict[str, int] = field(default_factory=dict)
@@ -74,14 +89,17 @@ class RunReport:
     spills: dict[str, _Spill] = field(default_factory=dict)
 
     @property
-    def failed(self) -> int:
-        """How many inputs failed."""
-        return sum(1 for i in self.inputs if i["status"] != "converted")
+    def inputs(self) -> list[dict[str, Any]]:
+        """What became of each input, in input order (read back from the report's spill)."""
+        return self.spills["inputs"].value() if "inputs" in self.spills else []
 
-    @property
-    def converted(self) -> int:
-        """How many cases were converted."""
-        return sum(1 for i in self.inputs if i["status"] == "converted")
+    def add_input(self, entry: dict[str, Any]) -> None:
+        """Record what became of one input (streamed to the report)."""
+        if entry["status"] == "converted":
+            self.converted += 1
+        else:
+            self.failed += 1
+        self.spills["inputs"].add(entry)
 
     @property
     def ok(self) -> bool:
@@ -98,15 +116,17 @@ class RunReport:
                 self.issues.append(issue)
 
     def report_chunks(self) -> Iterator[bytes]:
-        """report.json, streamed: the summary first, then every issue, unmapped and unused fact."""
-        head = {"casebridge": self.meta, "summary": {"inputs": len(self.inputs), "converted": self.converted,
-                                                     "failed": self.failed},
-                "inputs": self.inputs, "resource_counts": dict(sorted(self.resource_counts.items())),
+        """report.json, streamed: the summary, the inputs, the counts, then every issue, unmapped and unused fact."""
+        head = {"casebridge": self.meta, "summary": {"inputs": self.converted + self.failed,
+                                                     "converted": self.converted, "failed": self.failed}}
+        yield orjson.dumps(head, option=orjson.OPT_INDENT_2)[:-2]  # without the closing "\n}"
+        yield b',\n  "inputs": '
+        yield from self.spills["inputs"].chunks()
+        tail = {"resource_counts": dict(sorted(self.resource_counts.items())),
                 "domain_counts": dict(sorted(self.domain_counts.items())),
                 "issue_counts": dict(sorted(self.issue_counts.items())),
                 "timings_s": {k: round(v, 6) for k, v in self.timings.items()}, "files": self.files}
-        text = orjson.dumps(head, option=orjson.OPT_INDENT_2)
-        yield text[:-2]  # without the closing "\n}"
+        yield b"," + orjson.dumps(tail, option=orjson.OPT_INDENT_2)[1:-2]  # its keys, after the inputs
         for name, key in (("issues", "issues"), ("unmapped", "unmapped"), ("unused", "unused_facts")):
             yield b',\n  "' + key.encode() + b'": '
             yield from self.spills[name].chunks()
@@ -120,32 +140,6 @@ def _records(paths: list[str]) -> Iterator[Record]:
             yield from read_records(path)
         except CaseBridgeError as exc:
             yield Record(path, "", "yaml", error=tuple(exc.issues))
-
-
-class _NdjsonSink:
-    """Streams resources to one temporary file per type; renamed into place at the end (atomic per file)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.handles: dict[str, Any] = {}
-
-    def add(self, rtype: str, line: bytes) -> None:
-        handle = self.handles.get(rtype)
-        if handle is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            handle = self.handles[rtype] = open(self.folder / f".{rtype}.ndjson.{os.getpid()}.tmp", "wb")
-        handle.write(line)
-
-    def commit(self) -> list[Path]:
-        paths = []
-        for rtype, handle in sorted(self.handles.items()):
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
-            target = self.folder / f"{rtype}.ndjson"
-            os.replace(handle.name, target)
-            paths.append(target)
-        return paths
 
 
 def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: Iterable[str] = ("fhir", "sdtm"),
@@ -166,58 +160,79 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         "ct_version": mapping_set.terminology.ct_version, "terminology_tables": sorted(mapping_set.terminology.tables),
         "created": stamp.isoformat(), "options": {"to": sorted(options.to), "fhir_bundle": fhir_bundle,
                                                   "sdtm_formats": sorted(sdtm_formats), "study_id": study_id, "jobs": jobs}})
-    report.spills = {"issues": _Spill(out, "issues", "list"), "unmapped": _Spill(out, "unmapped", "object"),
-                     "unused": _Spill(out, "unused", "object")}
+    report.spills = {"inputs": _Spill(out, "inputs", "list", indent=True), "issues": _Spill(out, "issues", "list"),
+                     "unmapped": _Spill(out, "unmapped", "object"), "unused": _Spill(out, "unused", "object")}
     records = _records(paths)
     builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
-    sink = _NdjsonSink(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
+    ndjson = NdjsonAssembler(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
+    staging = make_staging(out)  # where the converting processes write each case's FHIR files
     seen: dict[str, str] = {}
     stage_totals = dict.fromkeys(STAGES, 0.0)
 
-    def results() -> Iterator[CaseResult]:
+    def results() -> Iterator[tuple[Record, CaseResult]]:
         if jobs <= 1:
-            pipeline = Pipeline(mapping_set, options)
-            for record in records:
-                yield pipeline.process(record)
+            pipeline, files = Pipeline(mapping_set, options), CaseFiles(staging)
+            try:
+                for record in records:
+                    yield record, stage_output(pipeline.process(record), files)
+            finally:
+                files.close()
             return
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         share_compiled(mapping_set if ctx.get_start_method() == "fork" else None)
-        with ctx.Pool(jobs, initializer=init_worker, initargs=(str(mappings) if mappings else None, options)) as pool:
-            # a bounded window of cases in flight, in input order (Pool.imap would read every input ahead)
-            window: deque[Any] = deque()
+        # ProcessPoolExecutor rather than multiprocessing.Pool: Pool's worker-handler thread polls the result
+        # pipe too and spins while a result waits to be read, costing the main process ~1 ms of CPU per case
+        pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init_worker,
+                                   initargs=(str(mappings) if mappings else None, options, str(staging)))
+        try:
+            # a bounded window of cases in flight, in input order (Executor.map would read every input ahead)
+            window: deque[tuple[Record, Future[CaseResult]]] = deque()
             for record in records:
-                window.append(pool.apply_async(work, (record,)))
+                window.append((record, pool.submit(work, record)))
                 if len(window) >= jobs * _IN_FLIGHT_PER_JOB:
-                    yield window.popleft().get()
+                    done, pending = window.popleft()
+                    yield done, pending.result()
             while window:
-                yield window.popleft().get()
-        share_compiled(None)
+                done, pending = window.popleft()
+                yield done, pending.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # the workers have exited: nothing writes any more
+            share_compiled(None)
 
-    for result in results():
-        for name, value in result.timings.items():
-            stage_totals[name] += value
-        if result.ok and result.case_id in seen:
-            result.ok = False
-            result.issues.append(Issue("error", "case.duplicate", f"case_id {result.case_id!r} was already converted from {seen[result.case_id]}", result.source))
+    produced = results()
+    try:
+        for record, result in produced:
+            for name, value in result.timings.items():
+                stage_totals[name] += value
+            t0 = time.perf_counter()
+            if result.ok and result.case_id in seen:
+                result.ok = False
+                result.issues.append(Issue("error", "case.duplicate", f"case_id {result.case_id!r} was already converted from {seen[result.case_id]}", result.source))
+                _refuse(result, ndjson)
+            if result.ok:
+                seen[result.case_id] = result.source
+                _accept(result, out, builder, ndjson, report)
+            else:
+                _quarantine(result, record.text, out, report)
+            stage_totals["write"] += time.perf_counter() - t0
+            if progress:
+                progress(result)
+            if fail_fast and not result.ok:
+                break
+        produced.close()  # stops the workers (--fail-fast can leave cases in flight)
         t0 = time.perf_counter()
-        if result.ok:
-            seen[result.case_id] = result.source
-            _accept(result, out, builder, sink, report)
-        else:
-            _quarantine(result, out, report)
+        if ndjson is not None:
+            report.files += [str(p) for p in ndjson.commit()]
+        if "sdtm" in options.to and builder:
+            _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report)
+        _remove_stale_case_files(out, set(report.files), fhir="fhir" in options.to, ndjson=ndjson is not None)
+        sync_all()  # one flush for the per-case files written without fsync
         stage_totals["write"] += time.perf_counter() - t0
-        if progress:
-            progress(result)
-        if fail_fast and not result.ok:
-            break
-    t0 = time.perf_counter()
-    if sink is not None:
-        report.files += [str(p) for p in sink.commit()]
-    if "sdtm" in options.to and builder:
-        _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report)
-    _remove_stale_case_files(out, set(report.files), fhir="fhir" in options.to, ndjson=sink is not None)
-    sync_all()  # one flush for the per-case files written without fsync
-    stage_totals["write"] += time.perf_counter() - t0
+    finally:
+        produced.close()  # no worker writes into the staging folder any more
+        if ndjson is not None:
+            ndjson.discard()
+        remove_staging(staging)
     report.timings = {**stage_totals, "total": time.perf_counter() - started}
     report.files.sort()
     write_chunks_atomic(out / "report.json", report.report_chunks())
@@ -225,21 +240,22 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     return report
 
 
-def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonSink | None, report: RunReport) -> None:
+def _accept(result: CaseResult, out: Path, builder: StudyBuilder, ndjson: NdjsonAssembler | None,
+            report: RunReport) -> None:
     entry: dict[str, Any] = {"source": result.source, "case_id": result.case_id, "status": "converted"}
-    if result.bundle is not None:
-        path = write_bytes_atomic(out / "fhir" / f"{_SAFE.sub('_', result.case_id)}.bundle.json", result.bundle, durable=False)
+    if result.bundle_file is not None:
+        path = place_bundle(result.bundle_file, out / "fhir" / f"{_SAFE.sub('_', result.case_id)}.bundle.json")
         report.files.append(str(path))
         entry["fhir"] = str(path)
-        for rtype in result.resource_types:
-            report.resource_counts[rtype] = report.resource_counts.get(rtype, 0) + 1
-        if sink is not None:
-            for rtype, line in result.resources:
-                sink.add(rtype, line)
+        counts = report.resource_counts
+        for rtype, n in result.resource_counts.items():
+            counts[rtype] = counts.get(rtype, 0) + n
+        if ndjson is not None and result.ndjson is not None:
+            ndjson.add(result.ndjson)
     builder.accept(result.sdtm)
     for name, rows in result.sdtm.items():
         report.domain_counts[name] = report.domain_counts.get(name, 0) + len(rows)
-    report.inputs.append(entry)
+    report.add_input(entry)
     report.add_issues(result.issues)
     if result.unmapped:
         report.spills["unmapped"].add(result.unmapped, result.case_id)
@@ -247,15 +263,24 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, sink: _NdjsonS
         report.spills["unused"].add(result.unused, result.case_id)
 
 
-def _quarantine(result: CaseResult, out: Path, report: RunReport) -> None:
+def _refuse(result: CaseResult, ndjson: NdjsonAssembler | None) -> None:
+    """Drop what was staged for a converted case the run refuses (a duplicate case_id): nothing is overwritten."""
+    if result.bundle_file is not None:
+        os.unlink(result.bundle_file)
+        result.bundle_file = None
+    if ndjson is not None and result.ndjson is not None:
+        ndjson.skip(result.ndjson)
+
+
+def _quarantine(result: CaseResult, text: str, out: Path, report: RunReport) -> None:
     base = _SAFE.sub("_", Path(result.source.replace("#", "_line")).name) or "input"
     name = f"{base}.{hashlib.sha256(result.source.encode()).hexdigest()[:8]}"  # distinct for same-named inputs
     body = {"source": result.source, "case_id": result.case_id, "issues": [i.to_dict() for i in result.issues],
-            "input": result.text}
+            "input": text}
     path = write_bytes_atomic(out / "quarantine" / f"{name}.error.json", orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n",
                               durable=False)
     report.files.append(str(path))
-    report.inputs.append({"source": result.source, "case_id": result.case_id, "status": "quarantined",
+    report.add_input({"source": result.source, "case_id": result.case_id, "status": "quarantined",
                           "error": str(path), "errors": sum(1 for i in result.issues if i.severity == "error")})
     report.add_issues(result.issues)
 

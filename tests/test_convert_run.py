@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -738,3 +739,94 @@ def test_ndjson_line_that_is_not_utf8_is_quarantined_alone(tmp_path: Path, jobs:
     quarantined = orjson.loads(Path(report["inputs"][2]["error"]).read_bytes())
     assert quarantined["issues"][0]["rule"] == "case.read"
     assert quarantined["issues"][0]["location"] == f"{src}:3" and "not UTF-8" in quarantined["issues"][0]["message"]
+
+
+# --- per-case FHIR output written by the converting process (staging folder) --------------------------------------
+
+CREATED = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
+
+
+def _run_api(out: Path, inputs: list[Path], mini: Path, **options: Any) -> Any:
+    """``convert`` in this process (its workers forked from it), FHIR NDJSON on, a fixed creation time."""
+    from converter.run import convert
+
+    return convert([str(p) for p in inputs], out, mappings=mini, fhir_ndjson=True, created=CREATED, **options)
+
+
+def _good_copies(folder: Path, count: int) -> Path:
+    """``count`` copies of a-good.yaml, each with its own case_id (the folder's name and a number)."""
+    text = (CASES / "a-good.yaml").read_text(encoding="utf-8")
+    folder.mkdir(parents=True)
+    for n in range(count):
+        case_id = f"{folder.name}-{n:03d}"
+        (folder / f"{case_id}.yaml").write_text(text.replace("case_id: batch-a", f"case_id: {case_id}"),
+                                                encoding="utf-8")
+    return folder
+
+
+def assert_no_temporary_file(out: Path) -> None:
+    """No staging folder, no temporary file: what a finished (or failed, not killed) run leaves."""
+    left = [p.relative_to(out).as_posix() for p in out.rglob("*") if ORPHAN.match(p.name)]
+    assert not left, f"temporary files left behind: {left}"
+
+
+def test_jobs_2_keeps_the_first_bundle_of_a_duplicate_case_id(tmp_path: Path, mini: Path) -> None:
+    alone = tmp_path / "alone"
+    _run_api(alone, [CASES / "a-good.yaml"], mini)
+    out = tmp_path / "out"
+    report = _run_api(out, [CASES, _good_copies(tmp_path / "copies", 12)], mini, jobs=2)
+    statuses = {Path(i["source"]).name: i["status"] for i in report_of(out)["inputs"]}
+    assert statuses["a-good.yaml"] == "converted" and statuses["f-duplicate-id.yaml"] == "quarantined"
+    assert report.converted == 5 + 12 and report.failed == 6
+    # a-good.yaml's bundle and NDJSON lines, not those of the later f-duplicate-id.yaml (no adverse events)
+    assert (out / "fhir" / "batch-a.bundle.json").read_bytes() == (alone / "fhir" / "batch-a.bundle.json").read_bytes()
+    patients = (out / "fhir" / "ndjson" / "Patient.ndjson").read_bytes().splitlines(keepends=True)
+    assert len(patients) == report.converted
+    assert (alone / "fhir" / "ndjson" / "Patient.ndjson").read_bytes() in patients
+    assert_no_temporary_file(out)
+
+
+def test_ndjson_and_every_file_with_jobs_2_equal_jobs_1(tmp_path: Path, mini: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad and duplicate cases between good ones, workers starting a new NDJSON part file after every case."""
+    from converter.write import case_files
+
+    monkeypatch.setattr(case_files, "_PART_BYTES", 1)  # forked workers inherit it
+    inputs = [_good_copies(tmp_path / "copies", 10), CASES, _good_copies(tmp_path / "more", 10)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run_api(one, inputs, mini, jobs=1)
+    _run_api(two, inputs, mini, jobs=2)
+    assert_same_output(two, one, drop_jobs=True)
+    assert sorted(p.name for p in (one / "fhir" / "ndjson").iterdir()) == ["AdverseEvent.ndjson", "Patient.ndjson"]
+    lines = (two / "fhir" / "ndjson" / "Patient.ndjson").read_bytes().splitlines()
+    cases = [orjson.loads(line)["identifier"][0]["value"].split("/")[0] for line in lines]
+    assert cases == ([f"copies-{n:03d}" for n in range(10)] + ["batch-a", "batch-b", "batch-c1", "batch-c3", "batch-h"]
+                     + [f"more-{n:03d}" for n in range(10)]), "input order, duplicates and bad cases left out"
+    assert_no_temporary_file(one)
+    assert_no_temporary_file(two)
+
+
+def test_fail_fast_with_jobs_2_leaves_no_temporary_file(tmp_path: Path, mini: Path) -> None:
+    """Cases after the failing one may already be converted by a worker: their staged files go."""
+    out = tmp_path / "out"
+    report = _run_api(out, [CASES / "d-bad-schema.yaml", _good_copies(tmp_path / "copies", 20)], mini,
+                      jobs=2, fail_fast=True)
+    assert [i["status"] for i in report_of(out)["inputs"]] == ["quarantined"] and report.converted == 0
+    assert not (out / "fhir").exists()
+    assert_no_temporary_file(out)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_that_fails_midway_removes_its_temporary_files(tmp_path: Path, mini: Path, jobs: int) -> None:
+    seen = []
+
+    def progress(result: Any) -> None:
+        seen.append(result)
+        if len(seen) == 3:
+            raise RuntimeError("stop here")
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="stop here"):
+        _run_api(out, [_good_copies(tmp_path / "copies", 20)], mini, jobs=jobs, progress=progress)
+    assert_no_temporary_file(out)
+    assert not list(out.glob("fhir/ndjson/*")), "NDJSON files are only renamed into place by a finished run"
