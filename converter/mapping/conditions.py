@@ -17,8 +17,11 @@ from converter.mapping.terminology import normalize
 CONDITION_KEYS = ("exists", "missing", "path", "equals", "in", "matches", "all", "any", "not")
 
 
+TEXT_OF = "({0}['text'] if isinstance({0}, dict) and 'text' in {0} else {0})"  # text_of(value), inline
+
+
 def text_of(value: Any) -> Any:
-    """The text of a coded value ({text: ...}) or the value itself."""
+    """The text of a coded value ({text: ...}) or the value itself (generated code uses ``TEXT_OF``)."""
     if isinstance(value, dict) and "text" in value:
         return value["text"]
     return value
@@ -57,7 +60,7 @@ def compile_condition(spec: Any, src: Source, origin: str) -> str:
     if "path" not in spec:
         raise ValueError("a comparison needs 'path' and one of equals / in / matches")
     path = parse_path(str(spec["path"]))
-    text = "({0} if type({0}) is str else str(text_of({0})))"  # str(text_of(value)), a string as it is
+    text = f"({{0}} if type({{0}}) is str else str{TEXT_OF})"  # str(text_of(value)), a string as it is
     if "equals" in spec:  # each test is a bool
         test = f"normalized{text} == {src.const(normalize(str(spec['equals'])))}"
     elif "in" in spec:
@@ -67,7 +70,6 @@ def compile_condition(spec: Any, src: Source, origin: str) -> str:
     else:
         raise ValueError("a comparison needs one of equals / in / matches beside 'path'")
     src.helper("normalized", normalized)
-    src.helper("text_of", text_of)
     found = _read(path, src, origin)
     if not path.many:
         src.line(f"{out} = {found} is not None and {test.format(found)}")

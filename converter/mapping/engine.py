@@ -176,7 +176,7 @@ class MappingSet:
                 rid = rids[(rule_id, key)] = resource_id(case_id, rule_id, key)
             return rid
 
-        ref_cache: dict[tuple[str, str | None], list[str]] = {}
+        ref_cache: dict[tuple[str, str | None], list[str]] = {}  # also ``run.refs``: generated code looks there first
 
         def ref_index(entity_path: str, rule_id: str | None) -> list[str]:
             cached = ref_cache.get((entity_path, rule_id))
@@ -200,7 +200,7 @@ class MappingSet:
             key = resource_key(chain[-2], entity_path)
             return ["urn:uuid:" + rid_of(r.id, key) for r in rules if r.when is None or r.when(run, *chain)]
 
-        run = Run(case_id, data, case.ids, self.terminology, ref_index)
+        run = Run(case_id, data, case.ids, self.terminology, ref_index, ref_cache)
         resources: list[dict[str, Any]] = []
         resource_rules: list[Rule] = []
         rows: list[Row] = []
