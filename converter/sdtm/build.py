@@ -39,6 +39,7 @@ def sort_keys(domain: str, present: Iterable[str]) -> list[str]:
     return ["STUDYID", "USUBJID", *[v for s in spec["fallback_suffixes"] for v in present if v == domain + s]]
 
 
+_UNSEEN = object()  # a memo's "not computed yet" (None is a result)
 _CASE_KEYS = frozenset({"STUDYID", "DOMAIN", "USUBJID"})  # the same in every row :meth:`StudyBuilder.add` sorts
 
 
@@ -115,17 +116,25 @@ class StudyBuilder:
             else:
                 same.append(row)
         rfstdtc = next((r.values.get("RFSTDTC") for r in by_domain.get("DM", [])), None)
+        day_of: dict[str, Any] = {}  # --DTC text → its --DY
         seq_of: dict[int, tuple[str, str, int]] = {}  # id(row) -> (domain, seqvar, seq)
         out: dict[str, list[dict[str, Cell]]] = {}
         for domain in sorted(by_domain):
             rows = by_domain[domain]
+            keys = {"STUDYID": study_id, "DOMAIN": domain, "USUBJID": usubjid}
             days = _study_days(domain)
             for row in rows:
                 values = row.values
-                values["STUDYID"], values["DOMAIN"], values["USUBJID"] = study_id, domain, usubjid
+                values.update(keys)
                 for dtc, day in days:
                     if dtc in values:
-                        dy = study_day(values[dtc], rfstdtc)
+                        date = values[dtc]
+                        if date.__class__ is str:  # the same date, the same day (one reference per case)
+                            dy = day_of.get(date, _UNSEEN)
+                            if dy is _UNSEEN:
+                                dy = day_of[date] = study_day(date, rfstdtc)
+                        else:
+                            dy = study_day(date, rfstdtc)
                         if dy is not None:
                             values[day] = dy
             if domain == "CO":
