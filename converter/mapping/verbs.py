@@ -401,7 +401,7 @@ class Compiler:
             return v
 
         src = self.src
-        one = TEXT_OF[1:-1]
+        one = TEXT_OF[1:-1]  # text_of, inline
         if kind == "text" and not has_map:  # its text, a string as it is
             t = src.var("t")
             one = f"({t} if type({t} := ({one})) is str or {t} is None else {src.helper('_text', _text)}({t}))"
@@ -550,6 +550,11 @@ class Compiler:
         self.collected.tables.append((str(name), line, col))
         terminology = self.terminology
 
+        def lookup(unit: Any) -> Any:
+            table = terminology.tables.get(name)
+            return table.lookup(unit) if table is not None else None
+        known = Memo(lookup)  # unit text → its table entry (or None)
+
         def one(v: Any, where: str, run: Run) -> Any:
             number = _first_hit(v, value_step, where)[0]
             unit_hit = _first_hit(v, unit_step, where)
@@ -561,8 +566,7 @@ class Compiler:
             if unit is not None:
                 run.touch(unit_hit[1], origin)
                 out["unit"] = unit
-                table = terminology.tables.get(name)
-                entry = table.lookup(unit) if table is not None else None
+                entry = known[unit] if type(unit) is str else lookup(unit)
                 if entry and entry.codings:
                     out["system"], out["code"] = entry.codings[0].system, entry.codings[0].code
                 else:
