@@ -11,8 +11,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import not_
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,55 +51,34 @@ class MappedCase:
 
 
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})  # values that are leaves without an isinstance check
-_INDEXES: list[str] = []  # "[0]", "[1]", … (the index suffixes of list items, made once)
 
 
 def _unused(node: dict[str, Any] | list[Any], where: str, used: set[str], out: list[str]) -> None:
-    """Append the leaves below ``node`` (not read itself) that neither they nor an enclosing element read.
-
-    The children's paths are made and looked up in ``used`` a whole mapping or list at a time; only the
-    children not read are visited one by one."""
+    """Append the leaves below ``node`` (not read itself) that neither they nor an enclosing element read."""
     if isinstance(node, dict):
-        try:
-            names = "\0".join(node)
-        except TypeError:  # a key that is not text
-            names = "."
-        if "." in names or "[" in names:
-            _unused_keys(node, where, used, out)
-            return
-        paths = list(map((where + "." if where else "").__add__, node))
-        children = zip(paths, node.values())
-    else:
-        paths = list(map(where.__add__, _indexes(len(node))))
-        children = zip(paths, node)
-    for path, v in compress(children, map(not_, map(used.__contains__, paths))):
-        if type(v) in _LEAF_TYPES or not isinstance(v, (dict, list)):
-            out.append(path)
-        else:
-            _unused(v, path, used, out)
-
-
-def _unused_keys(node: dict[Any, Any], where: str, used: set[str], out: list[str]) -> None:
-    """:func:`_unused` of a mapping with a key that is not text or looks like a path (``a.b``, ``x[0]``)."""
-    for k, v in node.items():
-        name = k if type(k) is str else str(k)
-        path = f"{where}.{name}" if where else name
-        if "." in name or "[" in name:  # a key that looks like a path: check each leaf by its text, as reads are
-            out.extend(leaf for leaf in _leaves(v, path) if not _covered(leaf, used))
-        elif path not in used:
-            if isinstance(v, (dict, list)):
-                _unused(v, path, used, out)
+        prefix = where + "." if where else ""
+        for k, v in node.items():
+            if type(k) is str and "." not in k and "[" not in k:
+                path = prefix + k
             else:
-                out.append(path)
-
-
-def _indexes(count: int) -> list[str]:
-    """The index suffixes ``[0]`` … ``[count - 1]``."""
-    if count > len(_INDEXES):
-        if count > 4096:  # a long list: not kept
-            return [f"[{i}]" for i in range(count)]
-        _INDEXES.extend(f"[{i}]" for i in range(len(_INDEXES), count))
-    return _INDEXES[:count]
+                name = k if type(k) is str else str(k)
+                path = prefix + name
+                if "." in name or "[" in name:  # a key that looks like a path: check each leaf by its text, as reads are
+                    out.extend(leaf for leaf in _leaves(v, path) if not _covered(leaf, used))
+                    continue
+            if path not in used:
+                if type(v) in _LEAF_TYPES or not isinstance(v, (dict, list)):
+                    out.append(path)
+                else:
+                    _unused(v, path, used, out)
+    else:
+        for i, v in enumerate(node):
+            path = f"{where}[{i}]"
+            if path not in used:
+                if type(v) in _LEAF_TYPES or not isinstance(v, (dict, list)):
+                    out.append(path)
+                else:
+                    _unused(v, path, used, out)
 
 
 def _covered(leaf: str, used: set[str]) -> bool:
