@@ -335,6 +335,49 @@ def test_unused_facts_match_a_leaf_by_leaf_check(tmp_path: Path, case) -> None:
     assert "extra.a.b.c" not in expected and "extra.x[0][0]" in expected and "patient.age.value" in expected
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_unused_walk_matches_a_leaf_by_leaf_check_on_random_documents(seed: int) -> None:
+    """Random nesting, empty containers, non-text keys and path-like keys, with random reads of leaves and of
+    whole elements: the walk reports exactly the leaves no read covers, in document order."""
+    import random
+
+    from converter.case.model import Case
+    from converter.mapping.engine import MappedCase, _covered, _leaves
+
+    rng = random.Random(seed)
+
+    def node(depth: int):
+        kind = rng.random()
+        if depth > 3 or kind < 0.3:
+            return rng.choice(["x", 3, 2.5, True, None, ""])
+        if kind < 0.55:
+            return [node(depth + 1) for _ in range(rng.randint(0, 13))]
+        keys = ["a", "b", "id", *rng.sample(["c.d", "e[0]", 7, True], k=rng.randint(0, 2))]
+        return {k: node(depth + 1) for k in keys}
+
+    data = {f"k{i}": node(0) for i in range(4)}
+    paths: list[str] = []
+
+    def every(v, where):  # every element's path, leaves and containers
+        if where:
+            paths.append(where)
+        if isinstance(v, dict):
+            for k, x in v.items():
+                every(x, f"{where}.{k}" if where else str(k))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                every(x, f"{where}[{i}]")
+
+    every(data, "")
+    texts = rng.sample(paths, k=len(paths) // 2)
+    for key, text in (("c.d", "c"), ("e[0]", "e")):  # reads that cover a path-like key's leaves by their text
+        texts += [p[: p.index(key)] + text for p in paths if key in p and rng.random() < 0.5]
+    reads = [x for p in texts for x in (p, None, None)]
+    mapped = MappedCase(Case(data, "c.json"), [], [], [], reads, [])
+    used = set(reads[0::3])
+    assert mapped.unused_facts() == [leaf for leaf in _leaves(data, "") if not _covered(leaf, used)]
+
+
 def test_generated_code_names_the_mapping_line(tmp_path: Path, case, monkeypatch: pytest.MonkeyPatch) -> None:
     import linecache
     import traceback

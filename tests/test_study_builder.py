@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from converter.sdtm import metadata
-from converter.sdtm.build import StudyBuilder, _cell, _dataset_variables, _sortable, sort_keys
+from converter.sdtm.build import StudyBuilder, _cell, _dataset_variables, _sort_rows, _sortable, sort_keys
 from converter.sdtm.model import Cell
 
 
@@ -89,3 +89,25 @@ def test_columns_hold_the_cells_not_the_row_dicts() -> None:
     assert builder.accepted["DM"].values["AGE"] == [0, 1, 2]
     assert builder.accepted["DM"].values["USUBJID"][2] is rows[2]["USUBJID"]
     assert metadata.is_variable("DM", "AGE")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sort_rows_orders_a_case_as_sortable_tuples_do(seed: int) -> None:
+    """``_sort_rows`` (case-constant keys skipped, plain text compared as it is) gives the order and tie order
+    of a stable sort by ``_sortable`` of every key."""
+    from converter.mapping.rules import Row
+
+    rng = random.Random(seed)
+    pools = [["b", "a", "c"], ["b", "a", None, ""], ["b", 3, None, 2.5, "", True]]
+    pool = pools[seed % 3]
+    rows = []
+    for n in range(rng.randint(2, 9)):
+        values: dict[str, Any] = {"STUDYID": "S", "DOMAIN": "AE", "USUBJID": "S-1", "n": n}
+        for key in ("AESTDTC", "AETERM"):
+            if rng.random() < 0.9:
+                values[key] = rng.choice(pool)
+        rows.append(Row("AE", values, None, str(n)))  # type: ignore[arg-type]
+    keys = sort_keys("AE", ())
+    expected = sorted(rows, key=lambda r: tuple(_sortable(r.values.get(k)) for k in keys))
+    _sort_rows(rows, keys)
+    assert [r.values["n"] for r in rows] == [r.values["n"] for r in expected]

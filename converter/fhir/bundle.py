@@ -41,36 +41,51 @@ def _type_order() -> dict[str, int]:
     return {name: i for i, name in enumerate(order)}
 
 
-def business_identifier(case_id: str, resource: dict[str, Any]) -> dict[str, str]:
-    """The stable identifier of a resource: the case and the resource's deterministic id."""
-    return {"system": IDENTIFIER_SYSTEM, "value": f"{case_id}/{resource['resourceType']}/{resource['id']}"}
-
-
 def build_bundle(case_id: str, resources: list[dict[str, Any]], bundle_type: str = "collection") -> dict[str, Any]:
-    """One Bundle for a case; ``bundle_type`` is ``collection`` or ``transaction``."""
+    """One Bundle for a case; ``bundle_type`` is ``collection`` or ``transaction``.
+
+    Entries are ordered by resource type (``fhir-bundle.json`` ``entry_order``), then as mapped. A resource
+    whose type has an identifier gets its business identifier ``<case id>/<type>/<id>`` (system
+    ``IDENTIFIER_SYSTEM``); a Provenance without a target gets every other entry."""
     shapes = _identifier_shape()
     order = _type_order()
-    entries = []
-    provenance = []
-    for index, res in sorted(enumerate(resources), key=lambda p: (order.get(p[1]["resourceType"], len(order)), p[0])):
-        rtype = res["resourceType"]
-        ident = business_identifier(case_id, res)
-        shape = shapes.get(rtype)
-        if shape == "array":
-            res["identifier"] = [*res.get("identifier", []), ident]
-        elif shape == "single" and "identifier" not in res:
-            res["identifier"] = ident
-        if rtype == "Provenance":
-            provenance.append(res)
-        entry: dict[str, Any] = {"fullUrl": f"urn:uuid:{res['id']}", "resource": res}
-        if bundle_type == "transaction":
-            if shape:
-                entry["request"] = {"method": "POST", "url": rtype,
-                                    "ifNoneExist": f"identifier={ident['system']}|{ident['value']}"}
+    last = len(order)
+    by_rank: dict[int, list[dict[str, Any]]] = {}  # resources by the rank of their type, each in mapping order
+    for res in resources:
+        rank = order.get(res["resourceType"], last)
+        same = by_rank.get(rank)
+        if same is None:
+            by_rank[rank] = [res]
+        else:
+            same.append(res)
+    transaction = bundle_type == "transaction"
+    entries: list[dict[str, Any]] = []
+    targets: list[dict[str, str]] = []
+    provenance: list[dict[str, Any]] = []
+    for rank in sorted(by_rank):
+        for res in by_rank[rank]:
+            rtype = res["resourceType"]
+            shape = shapes.get(rtype)
+            prefix = f"{case_id}/{rtype}/"
+            rid = res["id"]
+            url = "urn:uuid:" + rid
+            if shape is not None:
+                ident = {"system": IDENTIFIER_SYSTEM, "value": prefix + rid}
+                if shape == "array":
+                    res["identifier"] = [*res.get("identifier", []), ident]
+                elif "identifier" not in res:
+                    res["identifier"] = ident
+            if rtype == "Provenance":
+                provenance.append(res)
             else:
-                entry["request"] = {"method": "PUT", "url": f"{rtype}/{res['id']}"}
-        entries.append(entry)
-    targets = [{"reference": e["fullUrl"]} for e in entries if e["resource"]["resourceType"] != "Provenance"]
+                targets.append({"reference": url})
+            if transaction:
+                request = ({"method": "POST", "url": rtype,
+                            "ifNoneExist": f"identifier={IDENTIFIER_SYSTEM}|{prefix}{rid}"} if shape else
+                           {"method": "PUT", "url": f"{rtype}/{rid}"})
+                entries.append({"fullUrl": url, "resource": res, "request": request})
+            else:
+                entries.append({"fullUrl": url, "resource": res})
     for prov in provenance:
         if not prov.get("target"):
             prov["target"] = targets

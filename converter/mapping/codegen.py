@@ -166,4 +166,4 @@ class Source:
 
 
 _READS = "\0reads "  # a place holder line: the reads of one place, rendered by ``build``
-PROLOGUE = (("touch", "touch = run.reads.extend"), ("cur", "cur = run.current"))  # bound when the body uses them
+PROLOGUE = (("touch", "touch = run.reads.extend"), ("cur", "cur = run.current"), ("refs", "refs = run.refs"))  # bound when the body uses them

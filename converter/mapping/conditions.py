@@ -17,8 +17,11 @@ from converter.mapping.terminology import normalize
 CONDITION_KEYS = ("exists", "missing", "path", "equals", "in", "matches", "all", "any", "not")
 
 
+TEXT_OF = "({0}['text'] if isinstance({0}, dict) and 'text' in {0} else {0})"  # text_of(value), inline
+
+
 def text_of(value: Any) -> Any:
-    """The text of a coded value ({text: ...}) or the value itself."""
+    """The text of a coded value ({text: ...}) or the value itself (generated code uses ``TEXT_OF``)."""
     if isinstance(value, dict) and "text" in value:
         return value["text"]
     return value
@@ -57,20 +60,19 @@ def compile_condition(spec: Any, src: Source, origin: str) -> str:
     if "path" not in spec:
         raise ValueError("a comparison needs 'path' and one of equals / in / matches")
     path = parse_path(str(spec["path"]))
-    text = "({0} if type({0}) is str else str(text_of({0})))"  # str(text_of(value)), a string as it is
-    if "equals" in spec:
+    text = f"({{0}} if type({{0}}) is str else str{TEXT_OF})"  # str(text_of(value)), a string as it is
+    if "equals" in spec:  # each test is a bool
         test = f"normalized{text} == {src.const(normalize(str(spec['equals'])))}"
     elif "in" in spec:
         test = f"normalized{text} in {src.const(frozenset(normalize(str(v)) for v in spec['in']))}"
     elif "matches" in spec:
-        test = f"{src.const(re.compile(str(spec['matches']), re.IGNORECASE))}.search{text}"
+        test = f"{src.const(re.compile(str(spec['matches']), re.IGNORECASE))}.search{text} is not None"
     else:
         raise ValueError("a comparison needs one of equals / in / matches beside 'path'")
     src.helper("normalized", normalized)
-    src.helper("text_of", text_of)
     found = _read(path, src, origin)
     if not path.many:
-        src.line(f"{out} = {found} is not None and bool({test.format(found)})")
+        src.line(f"{out} = {found} is not None and {test.format(found)}")
         return out
     src.line(f"{out} = False")
     with src.block(f"for v, _ in {found}:"):
@@ -96,12 +98,11 @@ def _read(path: Path, src: Source, origin: str) -> str:
     """Every hit of ``path``, each recorded as read; returns the name of the hit list, or for a single-valued
     path the name of its value (None when absent)."""
     if not path.many:
-        value = src.var("c")
-        src.line(f"{value} = None")
-        with each_hit(src, path) as (v, w):
+        if path.up != -1 and src.depth - path.up < 0:  # more ``../`` than enclosing items: never a value
+            return "None"
+        with each_hit(src, path) as (v, w):  # ``v`` stays None unless the path has a value
             src.line(f"touch(({w}, {origin}, cur))")
-            src.line(f"{value} = {v}")
-        return value
+        return v
     hits = hit_list(src, path)
     with src.block(f"for _, w in {hits}:"):
         src.line(f"touch((w, {origin}, cur))")

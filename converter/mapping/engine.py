@@ -8,8 +8,8 @@ what each output came from (provenance) and what in the case no rule used (unmap
 from __future__ import annotations
 
 import hashlib
-import re
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,27 +50,35 @@ class MappedCase:
         return out
 
 
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None)})  # values that are leaves without an isinstance check
+
+
 def _unused(node: dict[str, Any] | list[Any], where: str, used: set[str], out: list[str]) -> None:
     """Append the leaves below ``node`` (not read itself) that neither they nor an enclosing element read."""
     if isinstance(node, dict):
+        prefix = where + "." if where else ""
         for k, v in node.items():
-            name = k if type(k) is str else str(k)
-            path = f"{where}.{name}" if where else name
-            if "." in name or "[" in name:  # a key that looks like a path: check each leaf by its text, as reads are
-                out.extend(leaf for leaf in _leaves(v, path) if not _covered(leaf, used))
-            elif path not in used:
-                if isinstance(v, (dict, list)):
-                    _unused(v, path, used, out)
-                else:
+            if type(k) is str and "." not in k and "[" not in k:
+                path = prefix + k
+            else:
+                name = k if type(k) is str else str(k)
+                path = prefix + name
+                if "." in name or "[" in name:  # a key that looks like a path: check each leaf by its text, as reads are
+                    out.extend(leaf for leaf in _leaves(v, path) if not _covered(leaf, used))
+                    continue
+            if path not in used:
+                if type(v) in _LEAF_TYPES or not isinstance(v, (dict, list)):
                     out.append(path)
+                else:
+                    _unused(v, path, used, out)
     else:
         for i, v in enumerate(node):
             path = f"{where}[{i}]"
             if path not in used:
-                if isinstance(v, (dict, list)):
-                    _unused(v, path, used, out)
-                else:
+                if type(v) in _LEAF_TYPES or not isinstance(v, (dict, list)):
                     out.append(path)
+                else:
+                    _unused(v, path, used, out)
 
 
 def _covered(leaf: str, used: set[str]) -> bool:
@@ -145,7 +153,7 @@ class MappingSet:
                 rid = rids[(rule_id, key)] = resource_id(case_id, rule_id, key)
             return rid
 
-        ref_cache: dict[tuple[str, str | None], list[str]] = {}
+        ref_cache: dict[tuple[str, str | None], list[str]] = {}  # also ``run.refs``: generated code looks there first
 
         def ref_index(entity_path: str, rule_id: str | None) -> list[str]:
             cached = ref_cache.get((entity_path, rule_id))
@@ -169,7 +177,7 @@ class MappingSet:
             key = resource_key(chain[-2], entity_path)
             return ["urn:uuid:" + rid_of(r.id, key) for r in rules if r.when is None or r.when(run, *chain)]
 
-        run = Run(case_id, data, case.ids, self.terminology, ref_index)
+        run = Run(case_id, data, case.ids, self.terminology, ref_index, ref_cache)
         resources: list[dict[str, Any]] = []
         resource_rules: list[Rule] = []
         rows: list[Row] = []

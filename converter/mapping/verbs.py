@@ -21,7 +21,7 @@ from typing import Any, Callable
 from converter.case.dates import iso_of
 from converter.mapping.casepaths import is_list
 from converter.mapping.codegen import Source
-from converter.mapping.conditions import compile_condition, normalized, text_of
+from converter.mapping.conditions import TEXT_OF, compile_condition, normalized, text_of
 from converter.mapping.paths import Path, PathSyntaxError, each_hit, hit_list, parse_path, walk
 from converter.mapping.terminology import Terminology, normalize
 
@@ -71,6 +71,7 @@ class Run:
     ids: dict[str, str]
     terminology: Terminology
     ref_index: Callable[[str, str | None], list[str]]  # (entity path, rule id) → "urn:uuid:<resource id>" of each
+    refs: dict[tuple[str, str | None], list[str]] = field(default_factory=dict)  # what ref_index found so far
     reads: list[Any] = field(default_factory=list)  # every read, flat: where, origin, current output, where, …
     unmapped: list[dict[str, str]] = field(default_factory=list)
     current: Any = None  # the resource / row being built
@@ -367,7 +368,7 @@ class Compiler:
     def _text_of(self, text: str, v: str) -> None:
         """Generate: ``text`` = the text of the value ``v`` (a string as it is; a coded value's text)."""
         src = self.src
-        src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}({src.helper('text_of', text_of)}({v}))")
+        src.line(f"{text} = {v} if type({v}) is str else {src.helper('_text', _text)}{TEXT_OF.format(v)}")
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -400,7 +401,7 @@ class Compiler:
             return v
 
         src = self.src
-        one = "{0}['text'] if isinstance({0}, dict) and 'text' in {0} else {0}"  # text_of, inline
+        one = TEXT_OF[1:-1]  # text_of, inline
         if kind == "text" and not has_map:  # its text, a string as it is
             t = src.var("t")
             one = f"({t} if type({t} := ({one})) is str or {t} is None else {src.helper('_text', _text)}({t}))"
@@ -527,22 +528,19 @@ class Compiler:
         if part not in ("date", "text", "direction", "anchor"):
             raise CompileError(f"part: {part!r}; expected date, text, direction or anchor", line, col)
 
-        def one(v: Any) -> Any:
-            if part == "date":
-                return iso_of(v)
-            if not isinstance(v, dict):
-                return None
-            if part == "text":
-                return v.get("text")
-            if part == "anchor":
-                return v.get("anchor")
-            if "anchor" not in v:
+        def direction(v: Any) -> Any:
+            if not isinstance(v, dict) or "anchor" not in v:
                 return None
             return (v.get("direction") or ("after" if v.get("offset") or v.get("cycle") else "coincident")).upper()
 
-        if part == "date":  # a date as printed is a string: kept as it is
-            return self._gather(p, origin, f"{{0}} if type({{0}}) is str else {self.src.helper('iso_of', iso_of)}({{0}})")
-        return self._gather(p, origin, self.src.const(one, "F") + "({0})")
+        src = self.src
+        if part == "date":  # a date as printed is a string: kept as it is; iso_of inline for a date object
+            iso, t = src.helper("iso_of", iso_of), src.var("t")
+            return self._gather(p, origin, f"{{0}} if type({{0}}) is str else ({t} if isinstance({{0}}, dict) and "
+                                           f"type({t} := {{0}}.get('date')) is str else {iso}({{0}}))")
+        if part in ("text", "anchor"):  # one field of a relative time
+            return self._gather(p, origin, f"({{0}}.get({part!r}) if isinstance({{0}}, dict) else None)")
+        return self._gather(p, origin, src.const(direction, "F") + "({0})")
 
     def v_quantity(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
         p = self.path(arg, node)
@@ -551,6 +549,11 @@ class Compiler:
         name = node.get("table", "ucum")
         self.collected.tables.append((str(name), line, col))
         terminology = self.terminology
+
+        def lookup(unit: Any) -> Any:
+            table = terminology.tables.get(name)
+            return table.lookup(unit) if table is not None else None
+        known = Memo(lookup)  # unit text → its table entry (or None)
 
         def one(v: Any, where: str, run: Run) -> Any:
             number = _first_hit(v, value_step, where)[0]
@@ -563,8 +566,7 @@ class Compiler:
             if unit is not None:
                 run.touch(unit_hit[1], origin)
                 out["unit"] = unit
-                table = terminology.tables.get(name)
-                entry = table.lookup(unit) if table is not None else None
+                entry = known[unit] if type(unit) is str else lookup(unit)
                 if entry and entry.codings:
                     out["system"], out["code"] = entry.codings[0].system, entry.codings[0].code
                 else:
@@ -578,27 +580,28 @@ class Compiler:
         p = self.path(arg, node)
         rule = node.get("rule")  # checked by the linter against the rule ids of the whole set
         src = self.src
-        out = src.var("r")
-        if p.many:
-            call = f"{src.helper('_refs', _refs)}(run, {{0}}, {{1}}, {src.const(rule)}, {src.const(origin, 'O')})"
-            src.line(f"{out} = []")
-            with each_hit(src, p) as (v, w):
-                src.line(f"{out}.extend({call.format(v, w)})")
-            return out
-        # one value: an entity id (read, resolved through the case's ids) or the entity itself; the first target
-        entity, urns = src.var("e"), src.var("u")
-        src.line(f"{out} = None")
+        o, key = src.const(origin, "O"), src.const(rule)
+        out, entity, urns, urn = src.var("r"), src.var("e"), src.var("u"), src.var("x")
+        src.line(f"{out} = {'[]' if p.many else 'None'}")
+        # each value: an entity id (read, resolved through the case's ids) or the entity itself; a single
+        # value refers to the first target, a [] path to every target of every value
         with each_hit(src, p) as (v, w):
             with src.block(f"if isinstance({v}, str):"):
                 src.line(f"{entity} = run.ids.get({v})")
                 with src.block(f"if {entity} is not None:"):
-                    src.line(f"touch(({w}, {src.const(origin, 'O')}, cur))")
+                    src.line(f"touch(({w}, {o}, cur))")
             with src.block("else:"):
                 src.line(f"{entity} = {w}")
             with src.block(f"if {entity} is not None:"):
-                src.line(f"{urns} = run.ref_index({entity}, {src.const(rule)})")
-                with src.block(f"if {urns}:"):
-                    src.line(f"{out} = {{'reference': {urns}[0]}}")
+                src.line(f"{urns} = refs.get(({entity}, {key}))")  # the case's targets, found once
+                with src.block(f"if {urns} is None:"):
+                    src.line(f"{urns} = run.ref_index({entity}, {key})")
+                if p.many:
+                    with src.block(f"for {urn} in {urns}:"):
+                        src.line(f"{out}.append({{'reference': {urn}}})")
+                else:
+                    with src.block(f"if {urns}:"):
+                        src.line(f"{out} = {{'reference': {urns}[0]}}")
         return out
 
     def v_each(self, arg: Any, node: dict[str, Any], origin: Origin, line: int, col: int) -> str:
@@ -631,7 +634,6 @@ class Compiler:
         src = self.src
         o = src.const(origin, "O")
         text = src.helper("_text", _text)
-        text_of_fn = src.helper("text_of", text_of)
         out = src.var("r")
         src.line(f"{out} = None")
         values: list[str] = []
@@ -643,11 +645,11 @@ class Compiler:
                     stack.enter_context(src.block(f"if {hits}:"))
                     with src.block(f"for _, w in {hits}:"):
                         src.line(f"touch((w, {o}, cur))")
-                    src.line(f"{s} = ', '.join({text}({text_of_fn}(v)) for v, _ in {hits})")
+                    src.line(f"{s} = ', '.join({text}{TEXT_OF.format('v')} for v, _ in {hits})")
                 else:
                     v, w = stack.enter_context(each_hit(src, p))
                     src.line(f"touch(({w}, {o}, cur))")
-                    src.line(f"{s} = {v} if type({v}) is str else str({v}) if type({v}) is int else {text}({text_of_fn}({v}))")
+                    src.line(f"{s} = {v} if type({v}) is str else str({v}) if type({v}) is int else {text}{TEXT_OF.format(v)}")
                 values.append(s)
             joined = [values[i // 2] if i % 2 else repr(piece) for i, piece in enumerate(pieces) if i % 2 or piece]
             src.line(f"{out} = {' + '.join(joined) or repr('')}")
@@ -675,16 +677,6 @@ class Compiler:
                 if i < len(arg) - 1:
                     stack.enter_context(src.block("else:"))
         return out
-
-
-def _refs(run: Run, v: Any, where: str, rule: str | None, origin: Origin) -> list[dict[str, str]]:
-    """The references for one value of a ``$ref`` path: an entity id, or the entity itself."""
-    entity_path = run.ids.get(v) if isinstance(v, str) else where
-    if entity_path is None:
-        return []
-    if isinstance(v, str):  # an id reference is read; a referenced entity's own fields are not
-        run.touch(where, origin)
-    return [{"reference": urn} for urn in run.ref_index(entity_path, rule)]
 
 
 def _first_hit(value: Any, steps: tuple[str, ...], where: str) -> tuple[Any, str]:

@@ -39,6 +39,29 @@ def sort_keys(domain: str, present: Iterable[str]) -> list[str]:
     return ["STUDYID", "USUBJID", *[v for s in spec["fallback_suffixes"] for v in present if v == domain + s]]
 
 
+_UNSEEN = object()  # a memo's "not computed yet" (None is a result)
+_CASE_KEYS = frozenset({"STUDYID", "DOMAIN", "USUBJID"})  # the same in every row :meth:`StudyBuilder.add` sorts
+
+
+def _sort_rows(rows: list[Row], keys: list[str]) -> None:
+    """Sort one case's rows of a domain by ``keys`` as ``_sortable`` orders them (stable).
+
+    The keys every row of the case shares are skipped; plain text keys are compared as they are."""
+    keys = [k for k in keys if k not in _CASE_KEYS]
+    if not keys:
+        return
+    cells = [tuple(map(r.values.get, keys)) for r in rows]
+    flat = list(chain.from_iterable(cells))
+    types = set(map(type, flat))
+    if types <= _PLAIN:  # None and "" sort first, as "" does; other text after it, in its own order
+        if type(None) in types:
+            cells = [tuple([v or "" for v in c]) for c in cells]
+    else:
+        cells = [tuple(map(_sortable, c)) for c in cells]
+    order = sorted(range(len(rows)), key=cells.__getitem__)
+    rows[:] = [rows[i] for i in order]
+
+
 def _sortable(value: Cell) -> tuple[int, Any]:
     if value.__class__ is str and value:
         return (2, value)
@@ -83,36 +106,50 @@ class StudyBuilder:
 
     def add(self, mapped: MappedCase) -> dict[str, list[dict[str, Cell]]]:
         """Add one case's rows; returns the rows per dataset this case contributed (for validation)."""
+        study_id = self.study_id
         usubjid = self.usubjid(mapped.case.case_id)
         by_domain: dict[str, list[Row]] = {}
         for row in mapped.rows:
-            by_domain.setdefault(row.domain, []).append(row)
+            same = by_domain.get(row.domain)
+            if same is None:
+                by_domain[row.domain] = [row]
+            else:
+                same.append(row)
         rfstdtc = next((r.values.get("RFSTDTC") for r in by_domain.get("DM", [])), None)
+        day_of: dict[str, Any] = {}  # --DTC text → its --DY
         seq_of: dict[int, tuple[str, str, int]] = {}  # id(row) -> (domain, seqvar, seq)
         out: dict[str, list[dict[str, Cell]]] = {}
         for domain in sorted(by_domain):
             rows = by_domain[domain]
+            keys = {"STUDYID": study_id, "DOMAIN": domain, "USUBJID": usubjid}
             days = _study_days(domain)
             for row in rows:
                 values = row.values
-                values["STUDYID"], values["DOMAIN"], values["USUBJID"] = self.study_id, domain, usubjid
+                values.update(keys)
                 for dtc, day in days:
                     if dtc in values:
-                        dy = study_day(values[dtc], rfstdtc)
+                        date = values[dtc]
+                        if date.__class__ is str:  # the same date, the same day (one reference per case)
+                            dy = day_of.get(date, _UNSEEN)
+                            if dy is _UNSEEN:
+                                dy = day_of[date] = study_day(date, rfstdtc)
+                        else:
+                            dy = study_day(date, rfstdtc)
                         if dy is not None:
                             values[day] = dy
             if domain == "CO":
                 for row in rows:
                     _split_comment(row.values)
             if len(rows) > 1:
-                keys = sort_keys(domain, rows[0].values)
-                rows.sort(key=lambda r: tuple([_sortable(v) for v in map(r.values.get, keys)]))
+                _sort_rows(rows, sort_keys(domain, rows[0].values))
             seqvar = f"{domain}SEQ"
-            has_seq = metadata.is_variable(domain, seqvar)
-            for n, row in enumerate(rows, 1):
-                if has_seq:
+            if metadata.is_variable(domain, seqvar):
+                for n, row in enumerate(rows, 1):
                     row.values[seqvar] = n
-                seq_of[id(row)] = (domain, seqvar if has_seq else "", n)
+                    seq_of[id(row)] = (domain, seqvar, n)
+            else:
+                for n, row in enumerate(rows, 1):
+                    seq_of[id(row)] = (domain, "", n)
             out[domain] = [r.values for r in rows]
         self._supp(mapped.rows, seq_of, usubjid, out)
         self._relrec(mapped.rows, seq_of, usubjid, out)
@@ -146,32 +183,46 @@ class StudyBuilder:
 
     def _supp(self, rows: list[Row], seq_of: dict[int, tuple[str, str, int]], usubjid: str,
               out: dict[str, list[dict[str, Cell]]]) -> None:
+        study_id = self.study_id
         for row in rows:
             if not row.supp:
                 continue
             domain, seqvar, seq = seq_of[id(row)]
+            idvar, idvarval = (seqvar, str(seq)) if seqvar else (None, None)
+            supp = None  # SUPP-- of the domain, made on its first value
             for qnam, qlabel, qval, qorig in row.supp:
-                values = qval if isinstance(qval, list) else [qval]
-                for v in values:
-                    out.setdefault(f"SUPP{domain}", []).append({
-                        "STUDYID": self.study_id, "RDOMAIN": domain, "USUBJID": usubjid,
-                        "IDVAR": seqvar or None, "IDVARVAL": str(seq) if seqvar else None,
-                        "QNAM": qnam, "QLABEL": qlabel, "QVAL": _text(v), "QORIG": qorig, "QEVAL": None})
+                for v in (qval if isinstance(qval, list) else (qval,)):
+                    if supp is None:
+                        supp = out.setdefault(f"SUPP{domain}", [])
+                    supp.append({
+                        "STUDYID": study_id, "RDOMAIN": domain, "USUBJID": usubjid,
+                        "IDVAR": idvar, "IDVARVAL": idvarval,
+                        "QNAM": qnam, "QLABEL": qlabel, "QVAL": v if v.__class__ is str else _text(v), "QORIG": qorig,
+                        "QEVAL": None})
 
     def _relrec(self, rows: list[Row], seq_of: dict[int, tuple[str, str, int]], usubjid: str,
                 out: dict[str, list[dict[str, Cell]]]) -> None:
         by_entity: dict[str, list[Row]] = {}
+        related = []
         for row in rows:
             by_entity.setdefault(row.entity, []).append(row)
+            if row.related:
+                related.append(row)
+        if not related:
+            return
         relid = 0
-        for row in sorted((r for r in rows if r.related), key=lambda r: seq_of[id(r)]):
+        study_id = self.study_id
+        relrec = None
+        for row in sorted(related, key=lambda r: seq_of[id(r)]):
             for target_id in row.related:
-                for target in by_entity.get(target_id, []):
+                for target in by_entity.get(target_id, ()):
                     relid += 1
+                    if relrec is None:
+                        relrec = out.setdefault("RELREC", [])
                     for r in (row, target):
                         domain, seqvar, seq = seq_of[id(r)]
-                        out.setdefault("RELREC", []).append({
-                            "STUDYID": self.study_id, "RDOMAIN": domain, "USUBJID": usubjid,
+                        relrec.append({
+                            "STUDYID": study_id, "RDOMAIN": domain, "USUBJID": usubjid,
                             "IDVAR": seqvar, "IDVARVAL": str(seq), "RELTYPE": None, "RELID": str(relid)})
 
     def study(self, release: bool = False) -> Study:
