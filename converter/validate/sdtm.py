@@ -22,8 +22,9 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from itertools import repeat
 from pathlib import Path
-from typing import Any, Iterable, cast
+from typing import Any, Iterable, Iterator, cast
 
 import jsonschema_rs
 
@@ -95,13 +96,28 @@ def _text(value: Cell) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _texts(cells: Iterable[Cell]) -> Iterator[str]:
+    """``_text`` of each cell (whole columns of integers or of text at C speed)."""
+    column = list(cells)
+    kinds = set(map(type, column))
+    if kinds == {int}:
+        return map(str, column)
+    if kinds == {str}:
+        return map(str.strip, column)
+    return map(_text, column)
+
+
 def _show(value: Cell) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else _text(value)
 
 
 def _full_date(value: Cell) -> dt.date | None:
-    if not isinstance(value, str):
-        return None
+    """The calendar date of a complete ``YYYY-MM-DD``… value; None for anything else."""
+    return _full_date_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=8192)  # dates recur within a study and across cases
+def _full_date_text(value: str) -> dt.date | None:
     m = _FULL_DATE.match(value)
     if not m:
         return None
@@ -540,6 +556,16 @@ def _is_variable(domain: str, name: str) -> bool:
 def _check_supp_local(t: _Table, report: _Report) -> None:
     assert t.meta is not None
     parent = t.meta.domain
+    rows = t.rows
+    try:
+        qnams = map(dict.get, rows, repeat("QNAM"))
+        keys = set(zip(map(dict.get, rows, repeat("USUBJID")), map(dict.get, rows, repeat("IDVAR")),
+                       _texts(map(dict.get, rows, repeat("IDVARVAL"))), qnams))
+        standard = any(isinstance(key[3], str) and _is_variable(parent, key[3]) for key in keys)
+    except TypeError:  # an unhashable cell: the loop below reports (or raises) as it always has
+        keys, standard = set(), True
+    if len(keys) == len(rows) and not standard:
+        return  # no repeated key and no standard variable as QNAM
     seen: set[tuple[Cell, ...]] = set()
     for index, row in enumerate(t.rows):
         key = (row.get("USUBJID"), row.get("IDVAR"), _text(row.get("IDVARVAL")), row.get("QNAM"))
@@ -607,10 +633,13 @@ def _check_references(tables: dict[str, _Table], report: _Report) -> None:
 
     def keys(domain: str, idvar: str) -> set[tuple[Cell, str]]:
         """(USUBJID, value of ``idvar``) of every record of ``domain``; ``idvar`` "" gives (USUBJID, "")."""
-        if (domain, idvar) not in index:
-            index[(domain, idvar)] = {(r.get("USUBJID"), _text(r.get(idvar)) if idvar else "")
-                                      for t in domains.get(domain, []) for r in t.rows}
-        return index[(domain, idvar)]
+        found = index.get((domain, idvar))
+        if found is None:
+            rows = [r for t in domains.get(domain, []) for r in t.rows]
+            subjects = map(dict.get, rows, repeat("USUBJID"))
+            found = index[(domain, idvar)] = set(zip(subjects, _texts(map(dict.get, rows, repeat(idvar)))
+                                                     if idvar else repeat("")))
+        return found
 
     for t in tables.values():
         is_supp = t.meta is not None and t.meta.source == "SUPPQUAL"
