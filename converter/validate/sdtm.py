@@ -525,6 +525,13 @@ def _check_seq(t: _Table, report: _Report, subject_level: bool = True) -> None:
         return
     # unique per USUBJID; datasets without subjects (DI, pooled data) number per POOLID or SPDEVID
     owner = next((v for v in ("USUBJID", "POOLID", "SPDEVID") if v in t.columns), None)
+    numbers = list(map(dict.get, t.rows, repeat(seq)))
+    try:
+        if None not in numbers and len(set(zip(map(dict.get, t.rows, repeat(owner)) if owner else repeat(None),
+                                               _texts(numbers)))) == len(numbers):
+            return  # every record numbered, no number used twice
+    except TypeError:  # an unhashable cell: the loop below reports (or raises) as it always has
+        pass
     seen: set[tuple[Cell, str]] = set()
     for index, row in enumerate(t.rows):
         if row.get(seq) is None:
