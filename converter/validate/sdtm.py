@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Iterable, Iterator, cast
+from typing import Any, Callable, Iterable, Iterator, cast
 
 import jsonschema_rs
 
@@ -655,6 +655,8 @@ def _check_references(tables: dict[str, _Table], report: _Report) -> None:
         if is_supp and t.domain not in domains:
             report.add("sdtm.ref.dataset", f"{t.name} qualifies {t.domain}, which is not in the study", t.name)
             continue
+        if _references_resolve(t, is_supp, domains, keys):
+            continue
         for i, row in enumerate(t.rows):
             rdomain, idvar, idvarval = row.get("RDOMAIN"), row.get("IDVAR"), row.get("IDVARVAL")
             if rdomain is None:
@@ -687,6 +689,30 @@ def _check_references(tables: dict[str, _Table], report: _Report) -> None:
             if (row.get("USUBJID"), _text(idvarval)) not in keys(rdomain, idvar):
                 report.add("sdtm.ref.record", f"no {rdomain} record with USUBJID {row.get('USUBJID')!r} and "
                            f"{idvar} = {_text(idvarval)!r}", t.where(i, "IDVARVAL"), f"{t.name}.IDVARVAL")
+
+
+def _references_resolve(t: _Table, is_supp: bool, domains: dict[str, list[_Table]],
+                        keys: Callable[[str, str], set[tuple[Cell, str]]]) -> bool:
+    """True when every record of ``t`` (SUPP--, RELREC, CO) points at an existing variable and record of its
+    RDOMAIN by IDVAR/IDVARVAL, so that ``_check_references`` has nothing to report for ``t``; False when it
+    may have (a null IDVAR or IDVARVAL, an unknown dataset or variable, a missing record, ...)."""
+    rows = t.rows
+    idvarvals = list(map(dict.get, rows, repeat("IDVARVAL")))
+    if None in idvarvals:
+        return False
+    try:
+        found = set(zip(map(dict.get, rows, repeat("RDOMAIN")), map(dict.get, rows, repeat("IDVAR")),
+                        map(dict.get, rows, repeat("USUBJID")), _texts(idvarvals)))
+        pairs = {(rdomain, idvar) for rdomain, idvar, _, _ in found}
+    except TypeError:  # an unhashable cell
+        return False
+    for rdomain, idvar in pairs:
+        if rdomain is None:
+            continue
+        if idvar is None or (is_supp and rdomain != t.domain) or rdomain not in domains \
+                or not any(idvar in p.columns for p in domains[rdomain]):
+            return False
+    return all(rdomain is None or (usubjid, text) in keys(rdomain, idvar) for rdomain, idvar, usubjid, text in found)
 
 
 def _check_study_days(tables: dict[str, _Table], report: _Report) -> None:

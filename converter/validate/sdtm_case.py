@@ -317,7 +317,9 @@ class _Plan:
                     continue
                 if verdict is _DIRTY or verdict.__class__ is _Convert:
                     return None
-                findings.extend((index, var, verdict) for index, cell in enumerate(column) if _same(cell, value))
+                kind = value.__class__
+                findings.extend((index, var, verdict) for index, cell in enumerate(column)
+                                if cell is value or (cell.__class__ is kind and cell == value))  # _same, inlined
             if any(value is not None and value != "" for value in distinct):
                 used.add(var)
         schema_rows = [index for index, _, finding in findings if finding.schema]
