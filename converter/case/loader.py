@@ -165,8 +165,8 @@ def _compact_json(text: str) -> Any:
     """The document, when ``text`` is exactly orjson's compact serialisation of it; else ``_NOT_COMPACT``.
 
     Such a text holds no repeated key (orjson would have kept one, and its output would differ), and
-    orjson reads it as ``json.loads`` does: the fast way to parse what ``json.dumps``-free writers such as
-    ``benchmarks/gen.py`` and NDJSON exports produce. Any other text takes the checking parser.
+    orjson reads it as ``json.loads`` does. This is the fast way to read what orjson-based writers produce
+    (``benchmarks/gen.py``, NDJSON exports); any other text takes the checking parser.
     """
     try:
         doc = orjson.loads(text)
