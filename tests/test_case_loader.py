@@ -338,3 +338,47 @@ def test_a_reversed_reference_range_is_reported(tmp_path: Path) -> None:
                     "labs:\n  - {id: l1, test: CEA, reference_range: {low: 30, high: 10, unit: ng/mL}}\n")
     (result,) = api.check([str(path)])
     assert [(i.rule, i.location) for i in result.issues] == [("case.range", f"{path}:5:25")]
+
+
+# --- the compact-JSON fast read (loader._compact_json) ---------------------------------------------------------
+
+def _seed_doc() -> dict:
+    (record,) = read_records(SEED)
+    return load_record(record).data
+
+
+@pytest.mark.parametrize("option", [None, orjson.OPT_INDENT_2])
+def test_compact_and_other_json_read_as_the_checking_parser_does(option: int | None) -> None:
+    import json
+
+    from converter.case.loader import Record, _compact_json, _NOT_COMPACT, parse_record
+
+    text = orjson.dumps(_seed_doc(), option=option).decode()
+    doc = parse_record(Record("seed.json", text, "json"))
+    assert doc == json.loads(text) and orjson.dumps(doc) == orjson.dumps(json.loads(text))
+    assert (_compact_json(text) is _NOT_COMPACT) == (option is not None)
+
+
+@pytest.mark.parametrize("text", [
+    '{"case_id":"a","case_id":"b"}',                      # compact, but a key repeats: orjson would keep one
+    '{"case_id":"a","patient":{"sex":"male","sex":"female"}}',
+    '{"case_id":"a","n":1.0}',                            # orjson writes 1.0 back, but checks every other text
+    '{"case_id":"a","n":NaN}',                            # not JSON for orjson, read by the checking parser
+    '{"case_id":"a","n":123456789012345678901234567890}',  # beyond 64 bits
+])
+def test_only_exact_compact_json_takes_the_fast_read(text: str) -> None:
+    import json
+
+    from converter.case.loader import Record, _compact_json, _NOT_COMPACT, parse_record
+
+    record = Record("x.ndjson#1", text, "json")
+    if '"case_id":"a","case_id"' in text or '"sex":"male","sex"' in text:
+        assert _compact_json(text) is _NOT_COMPACT
+        with pytest.raises(CaseError, match="duplicate key"):
+            parse_record(record)
+        return
+    doc = parse_record(record)
+    expected = json.loads(text)
+    assert repr(doc) == repr(expected)  # NaN != NaN: compare the text of the values
+    if _compact_json(text) is not _NOT_COMPACT:
+        assert orjson.dumps(_compact_json(text)).decode() == text

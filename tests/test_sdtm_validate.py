@@ -455,3 +455,25 @@ def test_docs_list_every_rule() -> None:
     doc = (ROOT / "docs" / "sdtm-validation.md").read_text(encoding="utf-8")
     table = {line.split("`")[1]: line.split("|")[2].strip() for line in doc.splitlines() if line.startswith("| `sdtm.")}
     assert table == {r.id: r.severity for r in rules().values()}
+
+
+@pytest.mark.parametrize("column", [
+    [1, 2, 30],                       # integers: str() at C speed
+    [" a ", "b", "c "],               # text: stripped at C speed
+    [1, True, 2.0, 2.5, None, " x "],  # anything else: one by one
+    [True, False], [1.0, 3.0], [],
+])
+def test_column_text_is_the_text_of_each_cell(column: list[Any]) -> None:
+    from converter.validate.sdtm import _text, _texts
+
+    assert list(_texts(iter(column))) == [_text(cell) for cell in column]
+
+
+def test_supp_checks_report_repeats_and_standard_qnams_in_row_order(terminology: Terminology) -> None:
+    study = clean_study()
+    supp = next(d for d in study.datasets.values() if d.name.startswith("SUPP"))
+    first = dict(supp.rows[0])
+    supp.rows.append(dict(first))                                  # a repeated record
+    supp.rows.append({**first, "QNAM": "AESER", "IDVARVAL": 99})   # a standard variable as QNAM
+    found = [i.rule for i in _run(study, terminology) if i.rule.startswith("sdtm.supp.")]
+    assert found == ["sdtm.supp.unique", "sdtm.supp.qnam"]

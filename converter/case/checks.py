@@ -18,7 +18,7 @@ from converter.validate.issues import Issue
 Locate = Callable[[list[str | int]], str]
 Pattern = tuple[str, ...]  # property names, "[]" for array items
 
-_PERIODS = (("start", "end"), ("onset", "end"))
+_PERIOD_STARTS = ("start", "onset")  # keys that start a period ended by "end"
 
 
 _INDEX = re.compile(r"\[\d+\]")
@@ -127,6 +127,7 @@ def _field_trie() -> dict[str, Any]:
 
 
 # issue order: duplicate ids, references, dates, periods, quantities, ranges, scorings
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # JSON leaves: nothing to walk into
 _ORDER = {"id": 0, "idref": 1, "isodate": 2, "period": 3, "quantity": 4, "range": 5, "scoring": 6}
 
 
@@ -159,39 +160,56 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
         else:
             _check_scoring(value, path, lambda p, r, m: err(kind, rank, p, r, m))
 
-    def walk(node: Any, path: tuple[str | int, ...], trie: dict[str, Any] | None) -> None:
-        if isinstance(node, dict):
-            if path and isinstance(eid := node.get("id"), str):
-                where = join_path(path)
-                if eid in ids:
-                    err("id", 0, path + ("id",), "case.id.duplicate",
-                        f"id {eid!r} is already used at {ids[eid]}; ids must be unique in a case")
-                else:
-                    ids[eid] = where
-            for start_key, end_key in _PERIODS:
-                if end_key not in node or start_key not in node:
+    def walk_dict(node: dict[str, Any], path: tuple[str | int, ...], trie: dict[str, Any] | None) -> None:
+        if path and isinstance(eid := node.get("id"), str):
+            if eid in ids:
+                err("id", 0, path + ("id",), "case.id.duplicate",
+                    f"id {eid!r} is already used at {ids[eid]}; ids must be unique in a case")
+            else:
+                ids[eid] = join_path(path)
+        if "end" in node:
+            for start_key in _PERIOD_STARTS:
+                if start_key not in node:
                     continue
-                start, end = iso_of(node[start_key]), iso_of(node[end_key])
+                start, end = iso_of(node[start_key]), iso_of(node["end"])
                 if start and end and not check_real(start) and not check_real(end) and precedes(start, end):
-                    err("period", 0, path + (end_key,), "case.period", f"ends ({end}) before it starts ({start_key} {start})")
-            for key, value in node.items():
-                sub = trie.get(key) if trie is not None else None
-                if sub is not None and "" in sub:
-                    for kind, rank in sub[""]:
-                        check(kind, rank, path + (key,), value)
-                if isinstance(value, (dict, list)):
-                    walk(value, path + (key,), sub)
-        elif isinstance(node, list):
-            sub = trie.get("[]") if trie is not None else None
-            kinds = sub.get("") if sub is not None else None
-            for i, value in enumerate(node):
-                if kinds:
-                    for kind, rank in kinds:
-                        check(kind, rank, path + (i,), value)
-                if isinstance(value, (dict, list)):
-                    walk(value, path + (i,), sub)
+                    err("period", 0, path + ("end",), "case.period", f"ends ({end}) before it starts ({start_key} {start})")
+        for key, value in node.items():
+            if trie is None:
+                if value.__class__ in _SCALARS:
+                    continue
+                if isinstance(value, dict):
+                    walk_dict(value, path + (key,), None)
+                elif isinstance(value, list):
+                    walk_list(value, path + (key,), None)
+                continue
+            sub = trie.get(key)
+            if sub is not None and "" in sub:
+                where = path + (key,)
+                for kind, rank in sub[""]:
+                    check(kind, rank, where, value)
+            if value.__class__ in _SCALARS:
+                continue
+            if isinstance(value, dict):
+                walk_dict(value, path + (key,), sub)
+            elif isinstance(value, list):
+                walk_list(value, path + (key,), sub)
 
-    walk(doc, (), _field_trie())
+    def walk_list(node: list[Any], path: tuple[str | int, ...], trie: dict[str, Any] | None) -> None:
+        sub = trie.get("[]") if trie is not None else None
+        kinds = sub.get("") if sub is not None else None
+        for i, value in enumerate(node):
+            if kinds:
+                for kind, rank in kinds:
+                    check(kind, rank, path + (i,), value)
+            if value.__class__ in _SCALARS:
+                continue
+            if isinstance(value, dict):
+                walk_dict(value, path + (i,), sub)
+            elif isinstance(value, list):
+                walk_list(value, path + (i,), sub)
+
+    walk_dict(doc, (), _field_trie())
     kinds_of = reference_kinds()
     patterns = field_patterns("idref")
     for rank, path, value in references:  # after the walk: a reference may point forward

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 from typing import Any
 
 _ISO = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
@@ -22,6 +23,7 @@ def iso_of(value: Any) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)  # the same dates recur in a case and across cases
 def check_real(text: str) -> str | None:
     """Return a problem message when ``text`` is not a real (possibly partial) date, else None."""
     m = _ISO.match(text)

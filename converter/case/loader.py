@@ -158,12 +158,33 @@ def _key_location(record: Record, key: str) -> str:
     return f"{record.source}:{line + record.line_offset}:{col}"
 
 
+_NOT_COMPACT = object()
+
+
+def _compact_json(text: str) -> Any:
+    """The document, when ``text`` is exactly orjson's compact serialisation of it; else ``_NOT_COMPACT``.
+
+    Such a text holds no repeated key (orjson would have kept one, and its output would differ), and
+    orjson reads it as ``json.loads`` does. This is the fast way to read what orjson-based writers produce
+    (``benchmarks/gen.py``, NDJSON exports); any other text takes the checking parser.
+    """
+    try:
+        doc = orjson.loads(text)
+        same = orjson.dumps(doc) == text.encode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, UnicodeEncodeError):
+        return _NOT_COMPACT
+    return doc if same else _NOT_COMPACT
+
+
 def parse_record(record: Record) -> Any:
     """Parse a record's text; syntax errors become a located :class:`CaseError`."""
     if not record.text.strip():
         raise CaseError("empty document; expected a case report (a mapping with case_id, source, patient…)",
                         location=f"{record.source}:1:1", rule="case.read")
     if record.fmt == "json":
+        doc = _compact_json(record.text)
+        if doc is not _NOT_COMPACT:
+            return doc
         try:
             return json.loads(record.text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:

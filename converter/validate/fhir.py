@@ -13,7 +13,7 @@ Layers (docs/fhir-validation.md tells what each checks and what it does not):
    rule id ``fhir.model``.
 
 Everything (schemas, rules, code-system list, default terminology) is loaded and compiled once per process;
-call ``precompile()`` at start-up to pay that cost before the first case.
+call ``precompile()`` at start-up to pay the cost of the common path (clean bundles) before the first case.
 """
 
 from __future__ import annotations
@@ -59,12 +59,14 @@ def _default_terminology() -> Terminology:
 
 
 def precompile() -> None:
-    """Load and compile schemas, profile rules, the code-system list and the default terminology now."""
-    fhir_schema.precompile()
+    """Compile what every bundle needs now: the profile rules, the fast path's validator, the code-system list.
+
+    The detailed layers' per-type validators (``fhir_schema``) and the default terminology (callers such as
+    the pipeline pass their own) are loaded on first use: a run of clean bundles never needs them.
+    """
     fhir_profiles.rules()
     fhir_fast.precompile()
     _checked_systems_utf8()
-    _default_terminology()
 
 
 @dataclass(slots=True)

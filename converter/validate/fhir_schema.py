@@ -62,12 +62,6 @@ def _validator(resource_type: str) -> jsonschema_rs.Validator:
     return validator
 
 
-def precompile() -> None:
-    """Compile every validator now (otherwise each is compiled on first use)."""
-    for resource_type in supported_types():
-        _validator(resource_type)
-
-
 def element_path(parts: list[str | int] | tuple[str | int, ...]) -> str:
     """``['component', 1, 'valueQuantity']`` → ``.component[1].valueQuantity``."""
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)

@@ -22,8 +22,9 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from itertools import repeat
 from pathlib import Path
-from typing import Any, Iterable, cast
+from typing import Any, Callable, Iterable, Iterator, cast
 
 import jsonschema_rs
 
@@ -95,13 +96,28 @@ def _text(value: Cell) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _texts(cells: Iterable[Cell]) -> Iterator[str]:
+    """``_text`` of each cell (whole columns of integers or of text at C speed)."""
+    column = list(cells)
+    kinds = set(map(type, column))
+    if kinds == {int}:
+        return map(str, column)
+    if kinds == {str}:
+        return map(str.strip, column)
+    return map(_text, column)
+
+
 def _show(value: Cell) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else _text(value)
 
 
 def _full_date(value: Cell) -> dt.date | None:
-    if not isinstance(value, str):
-        return None
+    """The calendar date of a complete ``YYYY-MM-DD``… value; None for anything else."""
+    return _full_date_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=8192)  # dates recur within a study and across cases
+def _full_date_text(value: str) -> dt.date | None:
     m = _FULL_DATE.match(value)
     if not m:
         return None
@@ -509,6 +525,13 @@ def _check_seq(t: _Table, report: _Report, subject_level: bool = True) -> None:
         return
     # unique per USUBJID; datasets without subjects (DI, pooled data) number per POOLID or SPDEVID
     owner = next((v for v in ("USUBJID", "POOLID", "SPDEVID") if v in t.columns), None)
+    numbers = list(map(dict.get, t.rows, repeat(seq)))
+    try:
+        if None not in numbers and len(set(zip(map(dict.get, t.rows, repeat(owner)) if owner else repeat(None),
+                                               _texts(numbers)))) == len(numbers):
+            return  # every record numbered, no number used twice
+    except TypeError:  # an unhashable cell: the loop below reports (or raises) as it always has
+        pass
     seen: set[tuple[Cell, str]] = set()
     for index, row in enumerate(t.rows):
         if row.get(seq) is None:
@@ -540,6 +563,16 @@ def _is_variable(domain: str, name: str) -> bool:
 def _check_supp_local(t: _Table, report: _Report) -> None:
     assert t.meta is not None
     parent = t.meta.domain
+    rows = t.rows
+    try:
+        qnams = map(dict.get, rows, repeat("QNAM"))
+        keys = set(zip(map(dict.get, rows, repeat("USUBJID")), map(dict.get, rows, repeat("IDVAR")),
+                       _texts(map(dict.get, rows, repeat("IDVARVAL"))), qnams))
+        standard = any(isinstance(key[3], str) and _is_variable(parent, key[3]) for key in keys)
+    except TypeError:  # an unhashable cell: the loop below reports (or raises) as it always has
+        keys, standard = set(), True
+    if len(keys) == len(rows) and not standard:
+        return  # no repeated key and no standard variable as QNAM
     seen: set[tuple[Cell, ...]] = set()
     for index, row in enumerate(t.rows):
         key = (row.get("USUBJID"), row.get("IDVAR"), _text(row.get("IDVARVAL")), row.get("QNAM"))
@@ -607,10 +640,13 @@ def _check_references(tables: dict[str, _Table], report: _Report) -> None:
 
     def keys(domain: str, idvar: str) -> set[tuple[Cell, str]]:
         """(USUBJID, value of ``idvar``) of every record of ``domain``; ``idvar`` "" gives (USUBJID, "")."""
-        if (domain, idvar) not in index:
-            index[(domain, idvar)] = {(r.get("USUBJID"), _text(r.get(idvar)) if idvar else "")
-                                      for t in domains.get(domain, []) for r in t.rows}
-        return index[(domain, idvar)]
+        found = index.get((domain, idvar))
+        if found is None:
+            rows = [r for t in domains.get(domain, []) for r in t.rows]
+            subjects = map(dict.get, rows, repeat("USUBJID"))
+            found = index[(domain, idvar)] = set(zip(subjects, _texts(map(dict.get, rows, repeat(idvar)))
+                                                     if idvar else repeat("")))
+        return found
 
     for t in tables.values():
         is_supp = t.meta is not None and t.meta.source == "SUPPQUAL"
@@ -618,6 +654,8 @@ def _check_references(tables: dict[str, _Table], report: _Report) -> None:
             continue
         if is_supp and t.domain not in domains:
             report.add("sdtm.ref.dataset", f"{t.name} qualifies {t.domain}, which is not in the study", t.name)
+            continue
+        if _references_resolve(t, is_supp, domains, keys):
             continue
         for i, row in enumerate(t.rows):
             rdomain, idvar, idvarval = row.get("RDOMAIN"), row.get("IDVAR"), row.get("IDVARVAL")
@@ -651,6 +689,30 @@ def _check_references(tables: dict[str, _Table], report: _Report) -> None:
             if (row.get("USUBJID"), _text(idvarval)) not in keys(rdomain, idvar):
                 report.add("sdtm.ref.record", f"no {rdomain} record with USUBJID {row.get('USUBJID')!r} and "
                            f"{idvar} = {_text(idvarval)!r}", t.where(i, "IDVARVAL"), f"{t.name}.IDVARVAL")
+
+
+def _references_resolve(t: _Table, is_supp: bool, domains: dict[str, list[_Table]],
+                        keys: Callable[[str, str], set[tuple[Cell, str]]]) -> bool:
+    """True when every record of ``t`` (SUPP--, RELREC, CO) points at an existing variable and record of its
+    RDOMAIN by IDVAR/IDVARVAL, so that ``_check_references`` has nothing to report for ``t``; False when it
+    may have (a null IDVAR or IDVARVAL, an unknown dataset or variable, a missing record, ...)."""
+    rows = t.rows
+    idvarvals = list(map(dict.get, rows, repeat("IDVARVAL")))
+    if None in idvarvals:
+        return False
+    try:
+        found = set(zip(map(dict.get, rows, repeat("RDOMAIN")), map(dict.get, rows, repeat("IDVAR")),
+                        map(dict.get, rows, repeat("USUBJID")), _texts(idvarvals)))
+        pairs = {(rdomain, idvar) for rdomain, idvar, _, _ in found}
+    except TypeError:  # an unhashable cell
+        return False
+    for rdomain, idvar in pairs:
+        if rdomain is None:
+            continue
+        if idvar is None or (is_supp and rdomain != t.domain) or rdomain not in domains \
+                or not any(idvar in p.columns for p in domains[rdomain]):
+            return False
+    return all(rdomain is None or (usubjid, text) in keys(rdomain, idvar) for rdomain, idvar, usubjid, text in found)
 
 
 def _check_study_days(tables: dict[str, _Table], report: _Report) -> None:

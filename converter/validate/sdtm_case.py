@@ -317,7 +317,9 @@ class _Plan:
                     continue
                 if verdict is _DIRTY or verdict.__class__ is _Convert:
                     return None
-                findings.extend((index, var, verdict) for index, cell in enumerate(column) if _same(cell, value))
+                kind = value.__class__
+                findings.extend((index, var, verdict) for index, cell in enumerate(column)
+                                if cell is value or (cell.__class__ is kind and cell == value))  # _same, inlined
             if any(value is not None and value != "" for value in distinct):
                 used.add(var)
         schema_rows = [index for index, _, finding in findings if finding.schema]
@@ -373,19 +375,20 @@ def _fast(rows: dict[str, list[dict[str, Cell]]], compiled: _Compiled, study_id:
         if xpt:
             if not compiled.xpt_ok(name, variables, keys):
                 return None
-            if all(v.type == "Char" for v in variables) and any(all(r.get(n) is None for n in names) for r in data):
+            if all(v.type == "Char" for v in variables) and _has_blank_row(data, names):
                 return None  # a blank record: XPT warns about the last one
         table = _Table(name, plan.meta, names, data, {v.name: v for v in variables}, plan.label, keys)
         if not plan.pairs_ok(table):
             return None
         tables[name] = table
-        order = {n: i for i, n in enumerate(names)}
-        for index, var, finding in findings:
-            if finding.schema:
+        if findings:
+            order = {n: i for i, n in enumerate(names)}
+            for index, var, finding in findings:
+                if finding.schema:
+                    report.add(finding.rule, finding.message, table.where(index, var), f"{name}.{var}")
+            for index, var, finding in sorted((f for f in findings if not f[2].schema),
+                                              key=lambda f: (order[f[1]], f[0])):
                 report.add(finding.rule, finding.message, table.where(index, var), f"{name}.{var}")
-        for index, var, finding in sorted((f for f in findings if not f[2].schema),
-                                          key=lambda f: (order[f[1]], f[0])):
-            report.add(finding.rule, finding.message, table.where(index, var), f"{name}.{var}")
         check_table(table, report, compiled.codelists, study_level=False, row_checks=False)
     check_subject(study_id, tables, report)
     check_rules(tables, report)
@@ -397,6 +400,13 @@ def _fast(rows: dict[str, list[dict[str, Cell]]], compiled: _Compiled, study_id:
 
 _TEXT = frozenset({str, type(None)})
 _EMPTY = frozenset({None, ""})
+
+
+def _has_blank_row(rows: list[dict[str, Cell]], names: list[str]) -> bool:
+    """Some row has no value (None) in any of ``names``."""
+    if names and None not in map(dict.get, rows, repeat(names[0])):
+        return False  # the first variable has a value in every row
+    return any(all(r.get(n) is None for n in names) for r in rows)
 
 
 def _distinct(column: list[Any]) -> list[Any]:
