@@ -9,6 +9,7 @@ import re
 import tempfile
 import time
 from collections import deque
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -169,7 +170,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     report.spills = {"issues": _Spill(out, "issues", "list"), "unmapped": _Spill(out, "unmapped", "object"),
                      "unused": _Spill(out, "unused", "object")}
     records = _records(paths)
-    builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
+    builder = StudyBuilder(study_id, mapping_set.terminology.ct_version, spill_dir=out)  # SDTM rows spill under --out
     sink = _NdjsonSink(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
     seen: dict[str, str] = {}
     stage_totals = dict.fromkeys(STAGES, 0.0)
@@ -262,18 +263,27 @@ def _quarantine(result: CaseResult, out: Path, report: RunReport) -> None:
 
 def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, formats: set[str], stamp: datetime,
                 report: RunReport) -> None:
-    from converter.validate.sdtm import validate_study
-    from converter.write import write_study
+    """Check and write the study a dataset at a time: only one assembled dataset is held at once."""
+    from converter.sdtm.model import Study
+    from converter.validate.sdtm import StudyCheck
+    from converter.write import StudyWriter
 
-    study = builder.study(release=True)
-    _remove_stale(out / "sdtm", set(study.datasets))
-    issues = validate_study(study, mapping_set.terminology, rows_checked=True)  # rows were validated per case
-    report.add_issues(issues)
-    invalid = {i.location.split("[")[0].split(".")[0] for i in issues if i.severity == "error"}
-    for name in sorted(invalid & set(study.datasets)):
-        del study.datasets[name]
-        report.add_issues([Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name)])
-    paths, write_issues = write_study(study, out, mapping_set.terminology, formats, stamp)
+    _remove_stale(out / "sdtm", builder.names())
+    check = StudyCheck(mapping_set.terminology)  # rows were validated per case: the study-level checks
+    refused: list[str] = []
+    shell = Study(builder.study_id, ct_version=builder.ct_version)
+    with StudyWriter(shell, out, mapping_set.terminology, formats, stamp) as writer, closing(builder):
+        for dataset in builder.datasets(release=True):
+            found = check.add(dataset)
+            if any(i.severity == "error" and i.location.split("[")[0].split(".")[0] == dataset.name for i in found):
+                refused.append(dataset.name)
+            else:
+                writer.add(dataset)
+            del dataset  # let go of it before the next one is assembled
+        report.add_issues(check.finish())
+        report.add_issues([Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name)
+                           for name in refused])
+        paths, write_issues = writer.finish()
     report.add_issues(write_issues)
     report.files += [str(p) for p in paths]
 
