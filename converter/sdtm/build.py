@@ -25,8 +25,8 @@ from converter.sdtm.model import Cell, Dataset, Study, Variable
 from converter.validate.issues import Issue
 
 DATE_TO_DAY = {"DTC": "DY", "STDTC": "STDY", "ENDTC": "ENDY"}
-#: Estimated bytes one accepted cell holds (its pointer and its share of the value), for the spill budget.
-CELL_BYTES = 40
+#: Estimated bytes one accepted cell holds, its pointer and its share of the value (≈ 27 measured on generated cases).
+CELL_BYTES = 28
 #: Accepted rows held in memory before :class:`StudyBuilder` spills them (when it has a ``spill_dir``).
 SPILL_BUDGET = 256 << 20
 
