@@ -223,19 +223,26 @@ class StudyBuilder:
         drops each dataset before asking for the next holds one dataset at a time.
         """
         for name in sorted(self.names()):
-            spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
-            held = self.accepted.pop(name, None) if release else self.accepted.get(name)
-            rows = self.rows.pop(name, None) if release else self.rows.get(name)
-            stored = Columns()
-            if spill is not None:
-                for chunk in spill.read():
-                    stored.append(chunk)
-                if release:
-                    spill.close()
-            for part in (held, _columns(rows)):
-                if part is not None:
-                    stored.append(part)
-            yield _assemble(name, stored)
+            yield _assemble(name, self._stored(name, release))  # the generator keeps no reference to either
+
+    def _stored(self, name: str, release: bool) -> Columns:
+        """Every row of one dataset: spilled, then held, then added (``release``: taken from the builder)."""
+        spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
+        held = self.accepted.pop(name, None) if release else self.accepted.get(name)
+        rows = self.rows.pop(name, None) if release else self.rows.get(name)
+        stored = Columns()
+        if spill is not None:
+            for chunk in spill.read():
+                stored.append(chunk, take=True)
+            if release:
+                spill.close()
+        if held is not None:
+            stored.append(held, take=release)
+        if rows is not None:
+            added = Columns()
+            added.extend(rows)
+            stored.append(added, take=True)
+        return stored
 
     def study(self, release: bool = False) -> Study:
         """Assemble the datasets: SDTMIG variable order and types, rows sorted by keys across subjects.
@@ -289,10 +296,11 @@ class Columns:
                 if len(column) < self.count:
                     column.extend([None] * (self.count - len(column)))
 
-    def append(self, other: Columns) -> None:
-        """Append the rows of ``other`` (its cells are copied by reference; ``other`` is left as it is)."""
+    def append(self, other: Columns, take: bool = False) -> None:
+        """Append the rows of ``other``; ``take``: ``other`` is not used again, its lists may become ours."""
         if not self.count:
-            self.count, self.values = other.count, {k: list(v) for k, v in other.values.items()}
+            self.count = other.count
+            self.values = other.values if take else {k: list(v) for k, v in other.values.items()}
             return
         before = self.count
         self.count += other.count
@@ -304,14 +312,6 @@ class Columns:
         for column in self.values.values():
             if len(column) < self.count:  # variables ``other`` lacks
                 column.extend([None] * (self.count - len(column)))
-
-
-def _columns(rows: list[dict[str, Cell]] | None) -> Columns | None:
-    if rows is None:
-        return None
-    columns = Columns()
-    columns.extend(rows)
-    return columns
 
 
 class ColumnSpill:
@@ -346,7 +346,7 @@ class ColumnSpill:
 
 
 def _assemble(name: str, stored: Columns) -> Dataset:
-    """One dataset from its stored columns: variables chosen, cells converted, rows sorted, as dicts."""
+    """One dataset from its stored columns (emptied: they become the rows): variables, cells, sorted rows as dicts."""
     count = stored.count
     used = {var for var, column in stored.values.items()
             if any(column) or column.count(None) + column.count("") < count}
@@ -354,11 +354,16 @@ def _assemble(name: str, stored: Columns) -> Dataset:
     names = [v.name for v in variables]
     keys = [k for k in sort_keys(name, names) if k in names]
     columns = [_column(stored.values.get(v.name), v.type == "Num", count) for v in variables]
-    records: list[tuple[Cell, ...]] = list(zip(*columns))
+    stored.values.clear()  # the columns the dataset does not use go now
+    order = None
     if keys and count > 1:
         sortable = list(zip(*(_sortable_column(columns[names.index(k)]) for k in keys)))
-        records = list(map(records.__getitem__, sorted(range(count), key=sortable.__getitem__)))
-    table = [dict(zip(names, r)) for r in records]
+        order = sorted(range(count), key=sortable.__getitem__)
+        del sortable
+    table = [dict(zip(names, r)) for r in zip(*columns)]
+    del columns
+    if order is not None:
+        table = list(map(table.__getitem__, order))
     return Dataset(name, metadata.dataset_label(name), variables, table, keys, metadata.dataset_class(name),
                    metadata.domain_meta(name).structure)
 
