@@ -117,3 +117,47 @@ def test_a_failure_while_writing_the_study_leaves_no_temporary_file(tmp_path: Pa
     assert spills and all(s.handle.closed for s in spills)
     assert not (out / "sdtm").exists() or not any((out / "sdtm").rglob("*.*"))  # nothing staged is left
     assert not [p for p in out.iterdir() if p.name.startswith(".sdtm.")]
+
+
+def test_the_study_written_a_dataset_at_a_time_is_the_study_checked_and_written_whole(tmp_path: Path) -> None:
+    """``_write_sdtm`` (one dataset at a time, spilled) against validate_study + write_study of the whole study."""
+    from datetime import datetime, timezone
+
+    from converter.case.loader import read_records
+    from converter.mapping.engine import MappingSet
+    from converter.pipeline import Options, Pipeline
+    from converter.run import RunReport, _Spill, _write_sdtm
+    from converter.validate.issues import Issue
+    from converter.validate.sdtm import validate_study
+    from converter.write import write_study
+
+    mapping_set = MappingSet.load(None)
+    pipeline = Pipeline(mapping_set, Options(to=frozenset({"sdtm"})))
+    cases = [pipeline.process(r).sdtm for path in SAMPLES for r in read_records(path)]
+    cases.append({"DM": cases[0]["DM"]})  # the same subject twice: DM fails the study-level checks and is refused
+    stamp = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    whole = StudyBuilder("CASEBRIDGE", mapping_set.terminology.ct_version)
+    streamed = StudyBuilder("CASEBRIDGE", mapping_set.terminology.ct_version, spill_dir=tmp_path / "spill", budget=1)
+    for rows in cases:
+        whole.accept(rows)
+        streamed.accept(rows)
+
+    study = whole.study(release=True)
+    expected = validate_study(study, mapping_set.terminology, rows_checked=True)
+    assert "DM" in {i.location.split("[")[0] for i in expected if i.severity == "error"}
+    del study.datasets["DM"]
+    expected.append(Issue("error", "sdtm.refused", "dataset DM not written: it failed validation", "DM"))
+    paths, found = write_study(study, tmp_path / "whole", mapping_set.terminology, {"xpt", "json", "csv"}, stamp)
+    expected += found
+
+    report = RunReport()
+    report.spills = {"issues": _Spill(tmp_path, "issues", "list")}
+    _write_sdtm(streamed, tmp_path / "streamed", mapping_set, {"xpt", "json", "csv"}, stamp, report)
+    issues = orjson.loads(b"".join(report.spills["issues"].chunks()))
+    assert issues == [orjson.loads(orjson.dumps(i)) for i in expected]
+    assert not (tmp_path / "streamed" / "sdtm" / "dm.xpt").exists()
+    assert len(report.files) == len(paths) > 3
+    for path in paths:
+        twin = tmp_path / "streamed" / path.relative_to(tmp_path / "whole")
+        assert twin.read_bytes() == path.read_bytes(), twin
+    assert not streamed and list((tmp_path / "spill").iterdir()) == []

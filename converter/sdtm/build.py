@@ -60,7 +60,8 @@ class StudyBuilder:
     """Accumulates the SDTM rows of many cases and assembles the datasets.
 
     ``rows`` holds what :meth:`add` produced (as dicts); ``accepted`` the rows a run keeps of each converted
-    case (:meth:`accept`), column by column, until :meth:`study` assembles them once at the end.
+    case (:meth:`accept`), column by column, until :meth:`datasets` assembles them once at the end. With a
+    ``spill_dir``, accepted rows past ``budget`` bytes move to temporary files there (``spilled``).
     """
 
     def __init__(self, study_id: str, ct_version: str = "", ascii: dict[str, str] | None = None, *,
