@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -163,7 +164,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     report.spills = {"inputs": _Spill(out, "inputs", "list", indent=True), "issues": _Spill(out, "issues", "list"),
                      "unmapped": _Spill(out, "unmapped", "object"), "unused": _Spill(out, "unused", "object")}
     records = _records(paths)
-    builder = StudyBuilder(study_id, mapping_set.terminology.ct_version)
+    builder = StudyBuilder(study_id, mapping_set.terminology.ct_version, spill_dir=out)  # SDTM rows spill under --out
     ndjson = NdjsonAssembler(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
     staging = make_staging(out)  # where the converting processes write each case's FHIR files
     seen: dict[str, str] = {}
@@ -230,6 +231,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         stage_totals["write"] += time.perf_counter() - t0
     finally:
         produced.close()  # no worker writes into the staging folder any more
+        builder.close()  # SDTM spill files of a run that ended early
         if ndjson is not None:
             ndjson.discard()
         remove_staging(staging)
@@ -287,18 +289,27 @@ def _quarantine(result: CaseResult, text: str, out: Path, report: RunReport) -> 
 
 def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, formats: set[str], stamp: datetime,
                 report: RunReport) -> None:
-    from converter.validate.sdtm import validate_study
-    from converter.write import write_study
+    """Check and write the study a dataset at a time: only one assembled dataset is held at once."""
+    from converter.sdtm.model import Study
+    from converter.validate.sdtm import StudyCheck
+    from converter.write import StudyWriter
 
-    study = builder.study(release=True)
-    _remove_stale(out / "sdtm", set(study.datasets))
-    issues = validate_study(study, mapping_set.terminology, rows_checked=True)  # rows were validated per case
-    report.add_issues(issues)
-    invalid = {i.location.split("[")[0].split(".")[0] for i in issues if i.severity == "error"}
-    for name in sorted(invalid & set(study.datasets)):
-        del study.datasets[name]
-        report.add_issues([Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name)])
-    paths, write_issues = write_study(study, out, mapping_set.terminology, formats, stamp)
+    _remove_stale(out / "sdtm", builder.names())
+    check = StudyCheck(mapping_set.terminology)  # rows were validated per case: the study-level checks
+    refused: list[str] = []
+    shell = Study(builder.study_id, ct_version=builder.ct_version)
+    with StudyWriter(shell, out, mapping_set.terminology, formats, stamp) as writer, closing(builder):
+        for dataset in builder.datasets(release=True):
+            found = check.add(dataset)
+            if any(i.severity == "error" and i.location.split("[")[0].split(".")[0] == dataset.name for i in found):
+                refused.append(dataset.name)
+            else:
+                writer.add(dataset)
+            del dataset  # let go of it before the next one is assembled
+        report.add_issues(check.finish())
+        report.add_issues([Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name)
+                           for name in refused])
+        paths, write_issues = writer.finish()
     report.add_issues(write_issues)
     report.files += [str(p) for p in paths]
 

@@ -5,11 +5,14 @@ Only standard SDTM mechanics live here; what a value means comes from the mappin
 
 from __future__ import annotations
 
+import os
+import pickle
+import re
+import tempfile
 from functools import cache, lru_cache
 from itertools import chain
-from typing import Any, Iterable
-
-import re
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -22,6 +25,10 @@ from converter.sdtm.model import Cell, Dataset, Study, Variable
 from converter.validate.issues import Issue
 
 DATE_TO_DAY = {"DTC": "DY", "STDTC": "STDY", "ENDTC": "ENDY"}
+#: Estimated bytes one accepted cell holds, its pointer and its share of the value (≈ 27 measured on generated cases).
+CELL_BYTES = 28
+#: Accepted rows held in memory before :class:`StudyBuilder` spills them (when it has a ``spill_dir``).
+SPILL_BUDGET = 256 << 20
 
 
 @cache
@@ -76,29 +83,61 @@ class StudyBuilder:
     """Accumulates the SDTM rows of many cases and assembles the datasets.
 
     ``rows`` holds what :meth:`add` produced (as dicts); ``accepted`` the rows a run keeps of each converted
-    case (:meth:`accept`), column by column, until :meth:`study` assembles them once at the end.
+    case (:meth:`accept`), column by column, until :meth:`datasets` assembles them once at the end. With a
+    ``spill_dir``, accepted rows past ``budget`` bytes move to temporary files there (``spilled``).
     """
 
-    def __init__(self, study_id: str, ct_version: str = "", ascii: dict[str, str] | None = None):
+    def __init__(self, study_id: str, ct_version: str = "", ascii: dict[str, str] | None = None, *,
+                 spill_dir: Path | None = None, budget: int | None = None):
         self.study_id = study_id
         self.ascii = ascii  # character → ASCII spelling (mappings/sdtm/ascii.csv); None: the shipped table
         self.ct_version = ct_version
         self.rows: dict[str, list[dict[str, Cell]]] = {}
         self.notes: list[Issue] = []  # what the builder changed in a value (text written in ASCII)
         self.accepted: dict[str, Columns] = {}  # rows of finished cases, stored compactly per dataset
+        self.spill_dir = spill_dir  # where accepted rows go once ``budget`` bytes are held (None: kept in memory)
+        self.budget = SPILL_BUDGET if budget is None else budget  # bytes (estimated: CELL_BYTES a cell)
+        self.held = 0  # estimated bytes of ``accepted``
+        self.spilled: dict[str, ColumnSpill] = {}  # accepted rows already on disk, per dataset
 
     def accept(self, rows: dict[str, list[dict[str, Cell]]]) -> None:
-        """Keep one converted case's rows (as :meth:`add` returns them) for :meth:`study`, column by column."""
+        """Keep one converted case's rows (as :meth:`add` returns them) for :meth:`study`, column by column.
+
+        With a ``spill_dir``, the rows held are written to temporary files there once they pass the ``budget``.
+        """
         for name, records in rows.items():
             if records:
                 columns = self.accepted.get(name)
                 if columns is None:
                     columns = self.accepted[name] = Columns()
                 columns.extend(records)
+                self.held += CELL_BYTES * len(records) * len(records[0])
+        if self.spill_dir is not None and self.held > self.budget:
+            self.spill()
+
+    def spill(self) -> None:
+        """Move every accepted row held in memory to the dataset's temporary file under ``spill_dir``."""
+        assert self.spill_dir is not None
+        for name, columns in sorted(self.accepted.items()):
+            spill = self.spilled.get(name)
+            if spill is None:
+                spill = self.spilled[name] = ColumnSpill(self.spill_dir)
+            spill.write(columns)
+        self.accepted.clear()
+        self.held = 0
+
+    def close(self) -> None:
+        """Remove the temporary files and let go of every row (a run that ends early)."""
+        for spill in self.spilled.values():
+            spill.close()
+        self.spilled.clear()
+        self.accepted.clear()
+        self.rows.clear()
+        self.held = 0
 
     def __bool__(self) -> bool:
         """True when the builder holds any row."""
-        return bool(self.rows or self.accepted)
+        return bool(self.rows or self.accepted or self.spilled)
 
     def usubjid(self, case_id: str) -> str:
         """The unique subject id of a case."""
@@ -225,6 +264,38 @@ class StudyBuilder:
                             "STUDYID": study_id, "RDOMAIN": domain, "USUBJID": usubjid,
                             "IDVAR": seqvar, "IDVARVAL": str(seq), "RELTYPE": None, "RELID": str(relid)})
 
+    def names(self) -> set[str]:
+        """The names of the datasets the builder holds rows of."""
+        return self.rows.keys() | self.accepted.keys() | self.spilled.keys()
+
+    def datasets(self, release: bool = False) -> Iterator[Dataset]:
+        """The datasets one at a time in name order, as :meth:`study` assembles them.
+
+        ``release=True`` lets go of each dataset's stored rows as it is assembled (end of a run): a caller that
+        drops each dataset before asking for the next holds one dataset at a time.
+        """
+        for name in sorted(self.names()):
+            yield _assemble(name, self._stored(name, release))  # the generator keeps no reference to either
+
+    def _stored(self, name: str, release: bool) -> Columns:
+        """Every row of one dataset: spilled, then held, then added (``release``: taken from the builder)."""
+        spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
+        held = self.accepted.pop(name, None) if release else self.accepted.get(name)
+        rows = self.rows.pop(name, None) if release else self.rows.get(name)
+        stored = Columns()
+        if spill is not None:
+            for chunk in spill.read():
+                stored.append(chunk, take=True)
+            if release:
+                spill.close()
+        if held is not None:
+            stored.append(held, take=release)
+        if rows is not None:
+            added = Columns()
+            added.extend(rows)
+            stored.append(added, take=True)
+        return stored
+
     def study(self, release: bool = False) -> Study:
         """Assemble the datasets: SDTMIG variable order and types, rows sorted by keys across subjects.
 
@@ -232,17 +303,8 @@ class StudyBuilder:
         raw rows and the assembled table are not both held for the whole study.
         """
         study = Study(self.study_id, ct_version=self.ct_version)
-        for name in sorted(self.rows.keys() | self.accepted.keys()):
-            stored = self.accepted.pop(name, None) if release else self.accepted.get(name)
-            rows = self.rows.pop(name, None) if release else self.rows.get(name)
-            if rows is not None:
-                if stored is None:
-                    stored = Columns()
-                elif not release:
-                    stored = stored.copy()  # the accepted rows stay as they are
-                stored.extend(rows)
-            assert stored is not None  # the name came from one of the two
-            study.datasets[name] = _assemble(name, stored)
+        for dataset in self.datasets(release):
+            study.datasets[dataset.name] = dataset
         return study
 
 
@@ -286,15 +348,57 @@ class Columns:
                 if len(column) < self.count:
                     column.extend([None] * (self.count - len(column)))
 
-    def copy(self) -> Columns:
-        """An independent copy (the cells themselves are shared)."""
-        other = Columns()
-        other.count, other.values = self.count, {k: list(v) for k, v in self.values.items()}
-        return other
+    def append(self, other: Columns, take: bool = False) -> None:
+        """Append the rows of ``other``; ``take``: ``other`` is not used again, its lists may become ours."""
+        if not self.count:
+            self.count = other.count
+            self.values = other.values if take else {k: list(v) for k, v in other.values.items()}
+            return
+        before = self.count
+        self.count += other.count
+        for var, cells in other.values.items():
+            column = self.values.get(var)
+            if column is None:
+                column = self.values[var] = [None] * before
+            column.extend(cells)
+        for column in self.values.values():
+            if len(column) < self.count:  # variables ``other`` lacks
+                column.extend([None] * (self.count - len(column)))
+
+
+class ColumnSpill:
+    """Accepted rows of one dataset in an anonymous temporary file, as pickled :class:`Columns` chunks.
+
+    The file has no name (it disappears when closed or when the process ends, even killed); it lives in
+    ``folder``, the run's output folder, so it uses the output's file system.
+    """
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.handle = tempfile.TemporaryFile(dir=folder, prefix=".sdtm.", suffix=".tmp")
+        self.chunks = 0
+
+    def write(self, columns: Columns) -> None:
+        """Append one chunk."""
+        pickle.dump((columns.count, columns.values), self.handle, protocol=pickle.HIGHEST_PROTOCOL)
+        self.chunks += 1
+
+    def read(self) -> Iterator[Columns]:
+        """The chunks in the order written (the file stays as it is)."""
+        self.handle.seek(0)
+        for _ in range(self.chunks):
+            columns = Columns()
+            columns.count, columns.values = pickle.load(self.handle)
+            yield columns
+        self.handle.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        """Remove the file."""
+        self.handle.close()
 
 
 def _assemble(name: str, stored: Columns) -> Dataset:
-    """One dataset from its stored columns: variables chosen, cells converted, rows sorted, as dicts."""
+    """One dataset from its stored columns (emptied: they become the rows): variables, cells, sorted rows as dicts."""
     count = stored.count
     used = {var for var, column in stored.values.items()
             if any(column) or column.count(None) + column.count("") < count}
@@ -302,11 +406,16 @@ def _assemble(name: str, stored: Columns) -> Dataset:
     names = [v.name for v in variables]
     keys = [k for k in sort_keys(name, names) if k in names]
     columns = [_column(stored.values.get(v.name), v.type == "Num", count) for v in variables]
-    records: list[tuple[Cell, ...]] = list(zip(*columns))
+    stored.values.clear()  # the columns the dataset does not use go now
+    order = None
     if keys and count > 1:
         sortable = list(zip(*(_sortable_column(columns[names.index(k)]) for k in keys)))
-        records = list(map(records.__getitem__, sorted(range(count), key=sortable.__getitem__)))
-    table = [dict(zip(names, r)) for r in records]
+        order = sorted(range(count), key=sortable.__getitem__)
+        del sortable
+    table = [dict(zip(names, r)) for r in zip(*columns)]
+    del columns
+    if order is not None:
+        table = list(map(table.__getitem__, order))
     return Dataset(name, metadata.dataset_label(name), variables, table, keys, metadata.dataset_class(name),
                    metadata.domain_meta(name).structure)
 

@@ -227,8 +227,38 @@ def validate_study(study: Study, terminology: Terminology, *, max_per_check: int
     (dataset and variable metadata, DM uniqueness across subjects, EX presence) for a study assembled from
     cases whose subjects were each validated already (:func:`converter.validate.sdtm_case.validate_case`).
     """
-    return check_study(study, terminology, max_per_check=max_per_check, study_level=True,
-                       subject_level=not rows_checked)
+    if rows_checked:
+        check = StudyCheck(terminology, max_per_check=max_per_check)
+        for ds in study.datasets.values():
+            check.add(ds)
+        return check.finish()
+    return check_study(study, terminology, max_per_check=max_per_check)
+
+
+class StudyCheck:
+    """``validate_study(rows_checked=True)`` a dataset at a time, so each can be let go once it is checked.
+
+    :meth:`add` the datasets in the study's order, then :meth:`finish` for every issue in the same order.
+    """
+
+    def __init__(self, terminology: Terminology, *, max_per_check: int = MAX_PER_CHECK):
+        self.report = _Report(max_per_check)
+        self.codelists = codelist_index(terminology)
+        self.names: set[str] = set()
+
+    def add(self, ds: Dataset) -> list[Issue]:
+        """Run the study-level checks of one dataset; returns the issues it raised (its summaries come at the end)."""
+        before = len(self.report.issues)
+        table = _prepare(ds, copy_rows=False)
+        self.names.add(table.name)
+        check_table(table, self.report, self.codelists, study_level=True, subject_level=False)
+        return self.report.issues[before:]
+
+    def finish(self) -> list[Issue]:
+        """Every issue of the datasets added, plus the study-wide ones (EX presence, per-check summaries)."""
+        if "EX" not in self.names:
+            self.report.add("sdtm.ex.absent", rules()["sdtm.ex.absent"].title, "EX")
+        return self.report.finish()
 
 
 def check_study(study: Study, terminology: Terminology, *, max_per_check: int = MAX_PER_CHECK,

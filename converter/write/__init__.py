@@ -18,10 +18,11 @@ from converter.validate.issues import Issue, has_errors
 from converter.write.atomic import StagedFiles, reproducible_timestamp
 from converter.write.csv_out import csv_bytes
 from converter.write.dataset_json import dataset_json_bytes
-from converter.write.define_xml import ColumnMeta, define_xml_bytes, describe_dataset
+from converter.write.define_xml import (ColumnMeta, DatasetDefine, define_xml_from_summaries, describe_dataset,
+                                       summarise_dataset)
 from converter.write.xpt import check_xpt, xpt_bytes
 
-__all__ = ["FORMATS", "dataset_paths", "write_study"]
+__all__ = ["FORMATS", "StudyWriter", "dataset_paths", "write_study"]
 
 #: Output formats in the order they are written; ``define.xml`` points at the first one chosen.
 FORMATS = ("xpt", "json", "csv")
@@ -63,70 +64,104 @@ def write_study(study: Study, out_dir: Path, terminology: Terminology,
     define.xml describes exactly the datasets written. Returns the paths written and every issue found;
     nothing is written when no known format is chosen or the timestamp is invalid.
     """
-    issues: list[Issue] = []
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        issues.append(Issue("error", "sdtm.write.format",
-                            f"unknown output format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}"))
-    chosen = [f for f in FORMATS if f in formats]
-    if not chosen:
-        return [], issues
-    try:
-        stamp = reproducible_timestamp(created)
-    except CaseBridgeError as exc:
-        return [], issues + exc.issues
-    sdtm_dir = Path(out_dir) / "sdtm"
-    staging = StagedFiles()  # each dataset's files are staged as soon as they are encoded: never all in memory
-    failure: OSError | None = None
-    written: dict[str, Dataset] = {}
-    columns: dict[str, list[ColumnMeta]] = {}
-    stale: list[Path] = []
-    result: list[Path] = []
-    try:
+    with StudyWriter(study, out_dir, terminology, formats, created) as writer:
         for dataset in sorted(study.datasets.values(), key=lambda d: d.name):
-            metas, found = describe_dataset(dataset)
-            if "xpt" in chosen:
-                found += check_xpt(dataset, metas)
-            issues.extend(found)
-            paths = dataset_paths(sdtm_dir, dataset.name)
-            content: dict[Path, bytes] = {}
-            if not has_errors(found):
-                try:
-                    content = {paths[f]: _encode(f, dataset, study, metas, stamp) for f in chosen}
-                except CaseBridgeError as exc:
-                    issues.extend(exc.issues)
-            if not content:
-                issues.append(Issue("error", "sdtm.write.refused",
-                                    f"{dataset.name} was not written: fix the errors above (long or non-ASCII text "
-                                    "can move to SUPP--)", dataset.name))
-                stale.extend(p for p in paths.values() if p.exists())
-                continue
-            failure = failure or _stage(staging, content)
-            written[dataset.name] = dataset
-            columns[dataset.name] = metas
-        if written:
-            subset = Study(study.study_id, written, study.ct_version, study.sdtmig_version)
-            define, found = define_xml_bytes(subset, terminology, stamp, columns, leaf_format=chosen[0])
-            issues.extend(found)
-            failure = failure or _stage(staging, {sdtm_dir / "define.xml": define})
-        elif (sdtm_dir / "define.xml").exists():
-            stale.append(sdtm_dir / "define.xml")
-        if failure is None:
+            writer.add(dataset)
+        return writer.finish()
+
+
+class StudyWriter:
+    """:func:`write_study` one dataset at a time, so a caller can build, write and let go of each in turn.
+
+    ``study`` gives the ids (its datasets are not read); :meth:`add` the datasets in name order, then
+    :meth:`finish`. Files are staged as they are encoded and renamed into place by :meth:`finish`; leaving
+    the ``with`` block without finishing removes what was staged.
+    """
+
+    def __init__(self, study: Study, out_dir: Path, terminology: Terminology,
+                 formats: Set[str] = frozenset({"xpt", "json"}), created: datetime | None = None):
+        self.study = Study(study.study_id, {}, study.ct_version, study.sdtmig_version)
+        self.terminology = terminology
+        self.sdtm_dir = Path(out_dir) / "sdtm"
+        self.issues: list[Issue] = []
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown:
+            self.issues.append(Issue("error", "sdtm.write.format",
+                                     f"unknown output format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}"))
+        self.chosen = [f for f in FORMATS if f in formats]
+        self.stamp: datetime | None = None
+        if self.chosen:
             try:
-                result = staging.commit()
-            except OSError as exc:
-                failure = exc
-    finally:
-        staging.discard()
-    if failure is not None:
-        issues.append(Issue("error", "sdtm.write.io", f"could not write the SDTM output: {failure.strerror or failure}",
-                            str(failure.filename or sdtm_dir)))
-        return [], issues
-    for path in stale:
+                self.stamp = reproducible_timestamp(created)
+            except CaseBridgeError as exc:
+                self.issues += exc.issues
+        self.staging = StagedFiles()  # each dataset's files are staged as soon as they are encoded
+        self.failure: OSError | None = None
+        self.summaries: list[DatasetDefine] = []
+        self.stale: list[Path] = []
+
+    def __enter__(self) -> StudyWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.staging.discard()
+
+    def add(self, dataset: Dataset) -> None:
+        """Check, encode and stage one dataset's files (or refuse it); only its define.xml summary is kept."""
+        if self.stamp is None:
+            return
+        metas, found = describe_dataset(dataset)
+        if "xpt" in self.chosen:
+            found += check_xpt(dataset, metas)
+        self.issues.extend(found)
+        paths = dataset_paths(self.sdtm_dir, dataset.name)
+        content: dict[Path, bytes] = {}
+        if not has_errors(found):
+            try:
+                content = {paths[f]: _encode(f, dataset, self.study, metas, self.stamp) for f in self.chosen}
+            except CaseBridgeError as exc:
+                self.issues.extend(exc.issues)
+        if not content:
+            self.issues.append(Issue("error", "sdtm.write.refused",
+                                     f"{dataset.name} was not written: fix the errors above (long or non-ASCII text "
+                                     "can move to SUPP--)", dataset.name))
+            self.stale.extend(p for p in paths.values() if p.exists())
+            return
+        self.failure = self.failure or _stage(self.staging, content)
+        self.summaries.append(summarise_dataset(dataset, metas))
+
+    def finish(self) -> tuple[list[Path], list[Issue]]:
+        """Stage define.xml, put every staged file in place, remove stale files; the paths written and all issues."""
+        issues, sdtm_dir = self.issues, self.sdtm_dir
+        if self.stamp is None:
+            return [], issues
+        failure = self.failure
+        result: list[Path] = []
         try:
-            path.unlink(missing_ok=True)
-            issues.append(Issue("info", "sdtm.write.stale", "removed a file left by an earlier run", str(path)))
-        except OSError as exc:
-            issues.append(Issue("warning", "sdtm.write.stale",
-                                f"could not remove a file left by an earlier run: {exc.strerror or exc}", str(path)))
-    return result, issues
+            if self.summaries:
+                define, found = define_xml_from_summaries(self.study, self.summaries, self.terminology, self.stamp,
+                                                          leaf_format=self.chosen[0])
+                issues.extend(found)
+                failure = failure or _stage(self.staging, {sdtm_dir / "define.xml": define})
+            elif (sdtm_dir / "define.xml").exists():
+                self.stale.append(sdtm_dir / "define.xml")
+            if failure is None:
+                try:
+                    result = self.staging.commit()
+                except OSError as exc:
+                    failure = exc
+        finally:
+            self.staging.discard()
+        if failure is not None:
+            issues.append(Issue("error", "sdtm.write.io",
+                                f"could not write the SDTM output: {failure.strerror or failure}",
+                                str(failure.filename or sdtm_dir)))
+            return [], issues
+        for path in self.stale:
+            try:
+                path.unlink(missing_ok=True)
+                issues.append(Issue("info", "sdtm.write.stale", "removed a file left by an earlier run", str(path)))
+            except OSError as exc:
+                issues.append(Issue("warning", "sdtm.write.stale",
+                                    f"could not remove a file left by an earlier run: {exc.strerror or exc}", str(path)))
+        return result, issues

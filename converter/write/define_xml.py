@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from numbers import Real
@@ -476,33 +476,25 @@ def _value_level(dataset: Dataset, metas: Sequence[ColumnMeta], items: dict[str,
                 value_lists[parent.value_list_oid] = refs
 
 
-def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMeta]], terminology: Terminology,
-               items: dict[str, _ItemDef], issues: list[Issue]) -> list[tuple[Codelist, list[tuple[str, str, bool]]]]:
+def _codelists(summaries: Sequence[DatasetDefine], terminology: Terminology, items: dict[str, _ItemDef],
+               issues: list[Issue]) -> list[tuple[Codelist, list[tuple[str, str, bool]]]]:
     """(codelist, [(coded value, C-code, extended)]) for every codelist with used values (CDISC CT: all text)."""
     used: dict[str, dict[str, None]] = {}
-    users: dict[str, list[tuple[str, ColumnMeta]]] = {}
-    for ds in datasets:
-        for meta in columns[ds.name]:
-            code = meta.variable.codelist
-            if not code:
-                continue
-            if meta.variable.type != "Char":
+    users: dict[str, list[tuple[str, str]]] = {}
+    for summary in summaries:
+        ds = summary.dataset.name
+        for code, name, values in summary.codes:
+            if values is None:
                 issues.append(Issue("warning", "define.codelist", f"codelist {code} on a Num variable is ignored: "
-                                    "CDISC CT codelists hold text", f"{ds.name}.{meta.name}"))
+                                    "CDISC CT codelists hold text", f"{ds}.{name}"))
                 continue
-            seen = used.setdefault(code, {})
-            if meta.plain:  # text or missing only: the values in order of first use, at C speed
-                seen.update(dict.fromkeys(filter(None, meta.values)))
-            else:
-                for v in meta.values:
-                    if isinstance(v, str) and v:
-                        seen[v] = None
-            users.setdefault(code, []).append((ds.name, meta))
+            used.setdefault(code, {}).update(values)
+            users.setdefault(code, []).append((ds, name))
     result = []
     for code in sorted(used):
         if not used[code]:
             continue
-        where = ", ".join(f"{ds}.{m.name}" for ds, m in users[code])
+        where = ", ".join(f"{ds}.{name}" for ds, name in users[code])
         cl = terminology.codelist_by_code(code)
         if cl is None:
             issues.append(Issue("warning", "define.codelist",
@@ -520,9 +512,58 @@ def _codelists(datasets: Sequence[Dataset], columns: Mapping[str, list[ColumnMet
                                     f"{value!r} is not in non-extensible codelist {cl.name} ({code})", where))
             entries.append((value, "", cl.extensible))
         result.append((cl, entries))
-        for ds, meta in users[code]:
-            items[item_oid(ds, meta.name)].codelist_oid = f"CL.{cl.name}"
+        for ds, name in users[code]:
+            items[item_oid(ds, name)].codelist_oid = f"CL.{cl.name}"
     return sorted(result, key=lambda entry: entry[0].name)
+
+
+@dataclass(slots=True)
+class DatasetDefine:
+    """What define.xml needs of one dataset, without its rows: kept while a large study is written dataset by dataset.
+
+    ``dataset`` has no rows; ``items`` are its ItemDefs (value-level ones included); ``codes`` lists, per
+    variable with a codelist, the distinct values in order of first use (None for a Num variable).
+    """
+
+    dataset: Dataset
+    domain: str | None
+    columns: list[ColumnMeta]
+    items: dict[str, _ItemDef]
+    value_lists: dict[str, list[tuple[str, str, str]]]
+    where: dict[str, tuple[str, str]]
+    codes: list[tuple[str, str, dict[str, None] | None]]
+    origin_issues: list[Issue]
+
+
+def summarise_dataset(dataset: Dataset, columns: Sequence[ColumnMeta]) -> DatasetDefine:
+    """The define.xml summary of a dataset described by :func:`describe_dataset` (its rows are not kept)."""
+    items: dict[str, _ItemDef] = {}
+    value_lists: dict[str, list[tuple[str, str, str]]] = {}
+    where: dict[str, tuple[str, str]] = {}
+    issues: list[Issue] = []
+    codes: list[tuple[str, str, dict[str, None] | None]] = []
+    for meta in columns:
+        var = meta.variable
+        origin = var.origin if var.origin in ORIGIN_TYPES else None
+        if origin is None and var.origin:
+            issues.append(Issue("warning", "define.origin",
+                                f"origin {var.origin!r} is not a Define-XML origin type "
+                                f"({', '.join(ORIGIN_TYPES)}): def:Origin omitted", f"{dataset.name}.{var.name}"))
+        oid = item_oid(dataset.name, var.name)
+        items[oid] = _ItemDef(oid, var.name, meta.data_type, meta.define_length, meta.significant_digits,
+                              var.label, origin)
+        if var.codelist:
+            if var.type != "Char":
+                codes.append((var.codelist, var.name, None))
+            elif meta.plain:  # text or missing only: the values in order of first use, at C speed
+                codes.append((var.codelist, var.name, dict.fromkeys(filter(None, meta.values))))
+            else:
+                codes.append((var.codelist, var.name, {v: None for v in meta.values if isinstance(v, str) and v}))
+    _value_level(dataset, columns, items, value_lists, where)
+    shell = Dataset(dataset.name, dataset.label, dataset.variables, [], dataset.keys, dataset.domain_class,
+                    dataset.structure)
+    bare = [replace(meta, values=[]) for meta in columns]
+    return DatasetDefine(shell, _domain(dataset), bare, items, value_lists, where, codes, issues)
 
 
 def define_xml_bytes(study: Study, terminology: Terminology, created: datetime | None = None,
@@ -534,7 +575,6 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
     described here, their warnings returned, their errors raised as :class:`CaseBridgeError`. ``leaf_format``
     chooses what each def:leaf points to (``xpt``: ``ae.xpt``; ``json``: ``json/ae.json``; ``csv``: ``csv/ae.csv``).
     """
-    created = reproducible_timestamp(created)
     issues: list[Issue] = []
     datasets = sorted(study.datasets.values(), key=_dataset_order)
     metas: dict[str, list[ColumnMeta]] = {}
@@ -546,25 +586,29 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
             issues.extend(found)
     if has_errors(issues):
         raise CaseBridgeError([i for i in issues if i.severity == "error"])
+    summaries = [summarise_dataset(ds, metas[ds.name]) for ds in datasets]
+    data, found = define_xml_from_summaries(study, summaries, terminology, created, leaf_format)
+    return data, issues + found
+
+
+def define_xml_from_summaries(study: Study, summaries: Sequence[DatasetDefine], terminology: Terminology,
+                              created: datetime | None = None, leaf_format: str = "xpt") -> tuple[bytes, list[Issue]]:
+    """Define-XML 2.1 of the datasets ``summaries`` describe (:func:`summarise_dataset`); ``study`` gives the ids."""
+    created = reproducible_timestamp(created)
+    issues: list[Issue] = []
+    summaries = sorted(summaries, key=lambda s: _dataset_order(s.dataset))
     ct_version = _ct_version(study, terminology, issues)
     ig_std, ct_std = f"STD.SDTMIG.{study.sdtmig_version}", (f"STD.CT.SDTM.{ct_version}" if ct_version else None)
 
     items: dict[str, _ItemDef] = {}
     value_lists: dict[str, list[tuple[str, str, str]]] = {}
     where: dict[str, tuple[str, str]] = {}
-    for ds in datasets:
-        for meta in metas[ds.name]:
-            var = meta.variable
-            origin = var.origin if var.origin in ORIGIN_TYPES else None
-            if origin is None and var.origin:
-                issues.append(Issue("warning", "define.origin",
-                                    f"origin {var.origin!r} is not a Define-XML origin type "
-                                    f"({', '.join(ORIGIN_TYPES)}): def:Origin omitted", f"{ds.name}.{var.name}"))
-            oid = item_oid(ds.name, var.name)
-            items[oid] = _ItemDef(oid, var.name, meta.data_type, meta.define_length, meta.significant_digits,
-                                  var.label, origin)
-        _value_level(ds, metas[ds.name], items, value_lists, where)
-    codelists = _codelists(datasets, metas, terminology, items, issues)
+    for summary in summaries:
+        issues.extend(summary.origin_issues)
+        items.update(summary.items)
+        value_lists.update(summary.value_lists)
+        where.update(summary.where)
+    codelists = _codelists(summaries, terminology, items, issues)
 
     root = etree.Element(_odm("ODM"), nsmap=_NSMAP)
     for key, value in (("ODMVersion", "1.3.2"), ("FileOID", f"{study_oid(study)}.Define-XML_{DEFINE_VERSION}"),
@@ -599,20 +643,21 @@ def define_xml_bytes(study: Study, terminology: Terminology, created: datetime |
         check = _sub(clause, _odm("RangeCheck"), {"Comparator": "EQ", "SoftHard": "Soft", _def("ItemOID"): driver})
         _sub(check, _odm("CheckValue")).text = value
 
-    for ds in datasets:
+    for summary in summaries:
+        ds = summary.dataset
         cls = _class_name(ds)
         if cls is None:
             issues.append(Issue("warning", "define.class",
                                 f"domain_class {ds.domain_class!r} is not an SDTM class: def:Class omitted", ds.name))
         leaf_id = f"LF.{ds.name}"
         ig = _sub(mdv, _odm("ItemGroupDef"), {
-            "OID": f"IG.{ds.name}", "Domain": _domain(ds), "Name": ds.name,
+            "OID": f"IG.{ds.name}", "Domain": summary.domain, "Name": ds.name,
             "Repeating": "No" if ds.name == "DM" or cls in _REFERENCE_CLASSES else "Yes",
             "IsReferenceData": "Yes" if cls in _REFERENCE_CLASSES else "No",
             "SASDatasetName": ds.name if _SAS_NAME.fullmatch(ds.name) else None, "Purpose": "Tabulation",
             _def("Structure"): _structure(ds), _def("StandardOID"): ig_std, _def("ArchiveLocationID"): leaf_id})
         _description(ig, ds.label)
-        for order, meta in enumerate(metas[ds.name], 1):
+        for order, meta in enumerate(summary.columns, 1):
             _sub(ig, _odm("ItemRef"), {
                 "ItemOID": item_oid(ds.name, meta.name), "OrderNumber": str(order),
                 "Mandatory": "Yes" if meta.variable.core == "Req" else "No",
