@@ -104,6 +104,8 @@ def _csv(value: str, allowed: tuple[str, ...], name: str) -> list[str]:
 @click.option("--fhir-ndjson", is_flag=True, help="Also write fhir/ndjson/<ResourceType>.ndjson for all cases.")
 @click.option("--sdtm-format", default="xpt,json", show_default=True, help="SDTM formats: xpt, json, csv (define.xml always).")
 @click.option("--study-id", default="CASEBRIDGE", show_default=True, help="STUDYID of the SDTM study all cases form.")
+@click.option("--sdtm-memory", type=click.IntRange(1, None), metavar="MB",
+              help="SDTM rows held in memory before they move to temporary files under OUT (estimated)  [default: 256]")
 @click.option("--mappings", type=click.Path(file_okay=False, exists=True), help="A mapping folder of your own.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes (output is identical to --jobs 1).")
@@ -113,7 +115,7 @@ def _csv(value: str, allowed: tuple[str, ...], name: str) -> list[str]:
               help="Creation timestamp stamped into define.xml, Dataset-JSON and XPT (default: SOURCE_DATE_EPOCH or now).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def convert(inputs: tuple[str, ...], out: str, to: str, fhir_bundle: str, fhir_ndjson: bool, sdtm_format: str,
-            study_id: str, mappings: str | None, jobs: int, fail_fast: bool, deep: bool, created: Any, quiet: bool) -> None:
+            study_id: str, sdtm_memory: int | None, mappings: str | None, jobs: int, fail_fast: bool, deep: bool, created: Any, quiet: bool) -> None:
     """Convert case reports to FHIR bundles and an SDTM study, validated before they are written.
 
     INPUTS are files, folders, globs or - (stdin: YAML, JSON or NDJSON with one case per line).
@@ -138,7 +140,7 @@ def convert(inputs: tuple[str, ...], out: str, to: str, fhir_bundle: str, fhir_n
     with _usage_errors():
         report = api.convert(list(inputs), out, to=_csv(to, ("fhir", "sdtm"), "--to"), fhir_bundle=fhir_bundle,
                              fhir_ndjson=fhir_ndjson, sdtm_formats=_csv(sdtm_format, ("xpt", "json", "csv"), "--sdtm-format"),
-                             study_id=study_id, mappings=mappings, jobs=jobs, fail_fast=fail_fast, deep=deep,
+                             study_id=study_id, sdtm_memory_mb=sdtm_memory, mappings=mappings, jobs=jobs, fail_fast=fail_fast, deep=deep,
                              created=created, progress=progress)
     if bar is not None:
         bar.render_finish()

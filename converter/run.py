@@ -145,9 +145,13 @@ def _records(paths: list[str]) -> Iterator[Record]:
 
 def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: Iterable[str] = ("fhir", "sdtm"),
             fhir_bundle: str = "collection", fhir_ndjson: bool = False, sdtm_formats: Iterable[str] = ("xpt", "json"),
-            study_id: str = "CASEBRIDGE", jobs: int = 1, fail_fast: bool = False, deep: bool = False,
+            study_id: str = "CASEBRIDGE", sdtm_memory_mb: int | None = None, jobs: int = 1, fail_fast: bool = False, deep: bool = False,
             created: datetime | None = None, progress: Callable[[CaseResult], None] | None = None) -> RunReport:
-    """Convert every case in ``inputs`` into ``out`` (layout in docs/architecture.md) and return the report."""
+    """Convert every case in ``inputs`` into ``out`` (layout in docs/architecture.md) and return the report.
+
+    ``sdtm_memory_mb`` is how many MB of SDTM rows are held before they spill to temporary files under ``out``
+    (None: :data:`converter.sdtm.build.SPILL_BUDGET`); it changes memory use, never the output.
+    """
     started = time.perf_counter()
     out = Path(out)
     stamp = reproducible_timestamp(created)
@@ -164,7 +168,8 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
     report.spills = {"inputs": _Spill(out, "inputs", "list", indent=True), "issues": _Spill(out, "issues", "list"),
                      "unmapped": _Spill(out, "unmapped", "object"), "unused": _Spill(out, "unused", "object")}
     records = _records(paths)
-    builder = StudyBuilder(study_id, mapping_set.terminology.ct_version, spill_dir=out)  # SDTM rows spill under --out
+    builder = StudyBuilder(study_id, mapping_set.terminology.ct_version, spill_dir=out,  # SDTM rows spill under --out
+                           budget=None if sdtm_memory_mb is None else sdtm_memory_mb << 20)
     ndjson = NdjsonAssembler(out / "fhir" / "ndjson") if fhir_ndjson and "fhir" in options.to else None
     staging = make_staging(out)  # where the converting processes write each case's FHIR files
     seen: dict[str, str] = {}

@@ -161,3 +161,32 @@ def test_the_study_written_a_dataset_at_a_time_is_the_study_checked_and_written_
         twin = tmp_path / "streamed" / path.relative_to(tmp_path / "whole")
         assert twin.read_bytes() == path.read_bytes(), twin
     assert not streamed and list((tmp_path / "spill").iterdir()) == []
+
+
+def test_the_sdtm_memory_option_sets_the_budget_and_never_the_output(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``casebridge convert --sdtm-memory 1`` spills (1 MB is less than 40 cases' rows) and writes the same bytes."""
+    from click.testing import CliRunner
+
+    from converter.cli import cli
+
+    spills: list[build.ColumnSpill] = []
+
+    class Recorded(build.ColumnSpill):
+        def __init__(self, folder: Path):
+            super().__init__(folder)
+            spills.append(self)
+
+    monkeypatch.setattr(build, "ColumnSpill", Recorded)
+    inputs = [_gen_cases(tmp_path / "in", 40)]
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    runner = CliRunner()
+    default = runner.invoke(cli, ["convert", *inputs, "--out", str(tmp_path / "default"), "-q"], env=env)
+    assert default.exit_code == 0, default.output
+    assert spills == []  # 40 cases stay far below the default budget
+    small = runner.invoke(cli, ["convert", *inputs, "--out", str(tmp_path / "small"), "-q", "--sdtm-memory", "1"], env=env)
+    assert small.exit_code == 0, small.output
+    assert spills and all(s.handle.closed for s in spills)
+    assert _tree(tmp_path / "small") == _tree(tmp_path / "default")
+    refused = runner.invoke(cli, ["convert", *inputs, "--out", str(tmp_path / "x"), "--sdtm-memory", "0"], env=env)
+    assert refused.exit_code == 2 and "--sdtm-memory" in refused.output
