@@ -32,6 +32,19 @@ def _gen_cases(folder: Path, count: int) -> str:
     return str(path)
 
 
+def _record_spills(monkeypatch: pytest.MonkeyPatch) -> list[build.ColumnSpill]:
+    """Every spill file the builder opens from now on, in order."""
+    spills: list[build.ColumnSpill] = []
+
+    class Recorded(build.ColumnSpill):
+        def __init__(self, folder: Path):
+            super().__init__(folder)
+            spills.append(self)
+
+    monkeypatch.setattr(build, "ColumnSpill", Recorded)
+    return spills
+
+
 def _tree(out: Path) -> dict[str, bytes]:
     """Every file under OUT (report.json without its timings)."""
     files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
@@ -75,14 +88,7 @@ def test_a_run_over_the_budget_writes_the_bytes_of_a_run_in_memory(tmp_path: Pat
     inputs = [*SAMPLES, _gen_cases(tmp_path / "in", 40)]
     formats = ("xpt", "json", "csv")
     convert(inputs, tmp_path / "memory", sdtm_formats=formats)
-    spills: list[build.ColumnSpill] = []
-
-    class Recorded(build.ColumnSpill):
-        def __init__(self, folder: Path):
-            super().__init__(folder)
-            spills.append(self)
-
-    monkeypatch.setattr(build, "ColumnSpill", Recorded)
+    spills = _record_spills(monkeypatch)
     monkeypatch.setattr(build, "SPILL_BUDGET", 50_000)
     convert(inputs, tmp_path / "spilled", sdtm_formats=formats)
     assert len(spills) > 20 and max(s.chunks for s in spills) > 10  # every dataset spilled, many times
@@ -95,12 +101,7 @@ def test_a_run_over_the_budget_writes_the_bytes_of_a_run_in_memory(tmp_path: Pat
 
 def test_a_failure_while_writing_the_study_leaves_no_temporary_file(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    spills: list[build.ColumnSpill] = []
-
-    class Recorded(build.ColumnSpill):
-        def __init__(self, folder: Path):
-            super().__init__(folder)
-            spills.append(self)
+    spills = _record_spills(monkeypatch)
 
     def fail(self: StudyWriter, dataset: object) -> None:
         if self.summaries:
@@ -108,7 +109,6 @@ def test_a_failure_while_writing_the_study_leaves_no_temporary_file(tmp_path: Pa
         original(self, dataset)
 
     original = StudyWriter.add
-    monkeypatch.setattr(build, "ColumnSpill", Recorded)
     monkeypatch.setattr(build, "SPILL_BUDGET", 1)
     monkeypatch.setattr(StudyWriter, "add", fail)
     out = tmp_path / "out"
@@ -170,14 +170,7 @@ def test_the_sdtm_memory_option_sets_the_budget_and_never_the_output(tmp_path: P
 
     from converter.cli import cli
 
-    spills: list[build.ColumnSpill] = []
-
-    class Recorded(build.ColumnSpill):
-        def __init__(self, folder: Path):
-            super().__init__(folder)
-            spills.append(self)
-
-    monkeypatch.setattr(build, "ColumnSpill", Recorded)
+    spills = _record_spills(monkeypatch)
     inputs = [_gen_cases(tmp_path / "in", 40)]
     env = {"SOURCE_DATE_EPOCH": "1700000000"}
     runner = CliRunner()
