@@ -407,17 +407,14 @@ def _assemble(name: str, stored: Columns) -> Dataset:
     keys = [k for k in sort_keys(name, names) if k in names]
     columns = [_column(stored.values.get(v.name), v.type == "Num", count) for v in variables]
     stored.values.clear()  # the columns the dataset does not use go now
-    order = None
     if keys and count > 1:
         sortable = list(zip(*(_sortable_column(columns[names.index(k)]) for k in keys)))
         order = sorted(range(count), key=sortable.__getitem__)
         del sortable
+        columns = [list(map(column.__getitem__, order)) for column in columns]
     table = [dict(zip(names, r)) for r in zip(*columns)]
-    del columns
-    if order is not None:
-        table = list(map(table.__getitem__, order))
     return Dataset(name, metadata.dataset_label(name), variables, table, keys, metadata.dataset_class(name),
-                   metadata.domain_meta(name).structure)
+                   metadata.domain_meta(name).structure, dict(zip(names, columns)))
 
 
 _PLAIN = {type(None), str}

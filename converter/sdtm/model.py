@@ -34,9 +34,12 @@ class Dataset:
     keys: list[str] = field(default_factory=list)  # sort keys, e.g. ["STUDYID", "USUBJID", "AETERM", "AESTDTC"]
     domain_class: str = ""  # SDTMIG class: "Events", "Interventions", "Findings", "Special-Purpose", "Relationship"…
     structure: str = ""     # SDTMIG structure, e.g. "One record per adverse event per subject"
+    columns: dict[str, list[Cell]] | None = None  # the rows' values by variable, when assembled column-wise (read-only)
 
     def column(self, name: str) -> list[Cell]:
-        """All values of one variable."""
+        """All values of one variable (do not change the list: it may be the dataset's own column)."""
+        if self.columns is not None and name in self.columns:
+            return self.columns[name]
         try:
             return list(map(itemgetter(name), self.rows))  # rows assembled by StudyBuilder hold every variable
         except KeyError:
