@@ -174,3 +174,27 @@ def test_run_smoke_prints_json_last_line(tmp_path):
     assert set(last["stages"]) >= {"load", "map", "fhir_build", "fhir_validate", "sdtm_build", "sdtm_validate", "write"}
     assert last["peak_rss_mb"] > 0
     assert not list(tmp_path.iterdir())   # the temporary inputs and output are removed
+
+
+def test_io_floor_costs_a_document_too_large_to_decode_at_the_rate_measured_on_the_others(tmp_path, monkeypatch):
+    """A JSON document over the limit is not decoded; its dump time is its size at the others' bytes/s."""
+    spec = importlib.util.spec_from_file_location("casebridge_bench_run", RUN_PATH)
+    run = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.path.insert(0, str(RUN_PATH.parent))
+    try:
+        spec.loader.exec_module(run)
+    finally:
+        sys.path.remove(str(RUN_PATH.parent))
+    (tmp_path / "in.json").write_text(json.dumps({"case_id": "x"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    small = json.dumps({"rows": [[i, f"value {i}"] for i in range(2000)]}, separators=(",", ":"))  # as orjson writes
+    (out / "small.json").write_text(small)
+    (out / "big.json").write_text(small * 3)  # not even valid JSON: it must not be parsed
+    monkeypatch.setattr(run, "_FLOOR_WHOLE_LIMIT", len(small) + 1)
+    floor = run.io_floor([tmp_path / "in.json"], out)
+    assert floor["output_documents"] == 2 and floor["input_records"] == 1
+    assert floor["floor_estimated_mb"] == round(len(small) * 3 / 2**20, 1)
+    assert floor["output_json_mb"] == round((len(small) + 1 + len(small) * 3) / 2**20, 1)  # both counted
+    assert floor["dump_s"] > 0
