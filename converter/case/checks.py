@@ -175,15 +175,7 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
                 if start and end and not check_real(start) and not check_real(end) and precedes(start, end):
                     err("period", 0, path + ("end",), "case.period", f"ends ({end}) before it starts ({start_key} {start})")
         for key, value in node.items():
-            if trie is None:
-                if value.__class__ in _SCALARS:
-                    continue
-                if isinstance(value, dict):
-                    walk_dict(value, path + (key,), None)
-                elif isinstance(value, list):
-                    walk_list(value, path + (key,), None)
-                continue
-            sub = trie.get(key)
+            sub = trie.get(key) if trie is not None else None
             if sub is not None and "" in sub:
                 where = path + (key,)
                 for kind, rank in sub[""]:
