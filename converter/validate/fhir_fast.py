@@ -34,7 +34,7 @@ _LOCK = threading.Lock()
 # A checked system URL has no character JSON escapes, so every coding of one is found.
 _SYSTEM = re.compile(rb'"system":"([^"\\]*)"(,"code":"([^"\\]*)")?')
 _CODE_BEFORE_SYSTEM = re.compile(rb'"code":"([^"\\]*)",(?="system":")')
-_REFERENCE_KEY = b'"reference":"'
+_REFERENCE = re.compile(rb'"reference":"([^"]*)"')
 
 
 def _ref(name: str) -> dict:
@@ -265,12 +265,11 @@ def codings(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, str]] | No
     when one's ``code`` is not a plain string right before or after its ``system``."""
     if not checked:
         return set()
-    pairs: set[tuple[bytes, bytes]] = set()
-    for system, adjacent, code in _checked_system(checked).findall(text):
+    found = set(_checked_system(checked).findall(text))   # (system, ',"code":"…"' or b"", code), each once
+    for _, adjacent, _ in found:
         if not adjacent:
             return _codings_anywhere(text, checked)
-        pairs.add((system, code))
-    return {(system.decode(), code.decode()) for system, code in pairs}
+    return {(system.decode(), code.decode()) for system, _, code in found}
 
 
 def _codings_anywhere(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, str]] | None:
@@ -290,10 +289,10 @@ def _codings_anywhere(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, 
 
 def references(text: bytes) -> set[str] | None:
     """Every string ``reference`` in ``text`` (the bundle as orjson); None when one is ``#local`` or escaped."""
-    refs = {part[:part.find(b'"')] for part in text.split(_REFERENCE_KEY)[1:]}
+    refs = set(_REFERENCE.findall(text))
     if not refs:
         return set()
-    joined = b'"'.join(refs)  # no reference holds a quote: each was cut at its first one
+    joined = b'"'.join(refs)  # no reference holds a quote: each ends at its first one
     if b"\\" in joined or joined.startswith(b"#") or b'"#' in joined:
         return None
     return set(joined.decode().split('"'))
