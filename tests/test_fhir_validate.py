@@ -627,3 +627,15 @@ def test_fast_scans_of_references_and_codings() -> None:
     assert codings(text(loinc, {"code": "2", "system": SNOMED}), checked) == {(LOINC, "48018-6"), (SNOMED, "2")}
     assert codings(text(loinc, {"system": SNOMED}), checked) is None     # no code next to the system
     assert codings(text(loinc), frozenset()) == set()
+
+
+def test_fast_path_resolves_type_and_id_references() -> None:
+    from converter.validate.fhir import _clean
+
+    patient = {"resourceType": "Patient", "id": "p1"}
+    for ref, clean in (("Patient/p1", True), ("Patient/p1/_history/2", True), ("Patient/p2", False)):
+        obs = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+               "subject": {"reference": ref}}
+        bundle = _bundle(patient, obs)
+        assert _clean(bundle, _terminology()) is clean, ref
+        assert (validate_bundle(bundle, _terminology()) == []) is clean

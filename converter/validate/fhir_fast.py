@@ -197,17 +197,16 @@ def precompile() -> None:
 
 @dataclass(slots=True)
 class Entries:
-    """A bundle's resources grouped for the validator (see ``_schema``), and what references resolve to."""
+    """A bundle's resources grouped for the validator (see ``_schema``), and the entries' fullUrls."""
 
     groups: dict[str, list[dict]]
     full_urls: set[str]   # as fhir._bundle_index
-    typed: set[str]
 
 
 def entries(bundle: dict) -> Entries | None:
     """Group the bundle's entries; None when the fast path does not apply (a bundle inside the bundle)."""
     names = _compiled()[1]
-    found = Entries({"cb-root": [bundle]}, set(), set())
+    found = Entries({"cb-root": [bundle]}, set())
     groups = found.groups
     try:
         for entry in bundle.get("entry") or ():
@@ -223,9 +222,6 @@ def entries(bundle: dict) -> Entries | None:
                 rtype = resource.get("resourceType")
                 if rtype == "Bundle":
                     return None
-                rid = resource.get("id")
-                if isinstance(rid, str):
-                    found.typed.add(f"{rtype}/{rid}")
             for item in (resource, outcome):
                 if isinstance(item, dict):
                     meta = item.get("meta")
