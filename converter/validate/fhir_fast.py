@@ -34,7 +34,7 @@ _LOCK = threading.Lock()
 # A checked system URL has no character JSON escapes, so every coding of one is found.
 _SYSTEM = re.compile(rb'"system":"([^"\\]*)"(,"code":"([^"\\]*)")?')
 _CODE_BEFORE_SYSTEM = re.compile(rb'"code":"([^"\\]*)",(?="system":")')
-_REFERENCE = re.compile(rb'"reference":"([^"]*)"')
+_REFERENCE_KEY = b'"reference":"'
 
 
 def _ref(name: str) -> dict:
@@ -285,10 +285,10 @@ def _codings_anywhere(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, 
 
 def references(text: bytes) -> set[str] | None:
     """Every string ``reference`` in ``text`` (the bundle as orjson); None when one is ``#local`` or escaped."""
-    refs = set(_REFERENCE.findall(text))
+    refs = {part[:part.find(b'"')] for part in text.split(_REFERENCE_KEY)[1:]}
     if not refs:
         return set()
-    joined = b'"'.join(refs)  # no reference holds a quote: each ends at its first one
+    joined = b'"'.join(refs)  # no reference holds a quote: each was cut at its first one
     if b"\\" in joined or joined.startswith(b"#") or b'"#' in joined:
         return None
     return set(joined.decode().split('"'))
