@@ -595,10 +595,10 @@ def _check_supp_local(t: _Table, report: _Report) -> None:
     parent = t.meta.domain
     rows = t.rows
     try:
-        qnams = map(dict.get, rows, repeat("QNAM"))
+        qnams = list(map(dict.get, rows, repeat("QNAM")))
         keys = set(zip(map(dict.get, rows, repeat("USUBJID")), map(dict.get, rows, repeat("IDVAR")),
                        _texts(map(dict.get, rows, repeat("IDVARVAL"))), qnams))
-        standard = any(isinstance(key[3], str) and _is_variable(parent, key[3]) for key in keys)
+        standard = any(isinstance(qnam, str) and _is_variable(parent, qnam) for qnam in set(qnams))
     except TypeError:  # an unhashable cell: the loop below reports (or raises) as it always has
         keys, standard = set(), True
     if len(keys) == len(rows) and not standard:
@@ -755,7 +755,10 @@ def _references_resolve(t: _Table, is_supp: bool, domains: dict[str, list[_Table
         if len(pairs) == 1:  # one (RDOMAIN, IDVAR), as in a SUPP-- of record qualifiers
             (rdomain, idvar), = pairs
             return set(records) <= keys(rdomain, idvar)
-        return all(record in keys(rdomain, idvar) for rdomain, idvar, record in zip(rdomains, idvars, records))
+        wanted: dict[tuple[Cell, Cell], set[tuple[Cell, str]]] = {}
+        for pair, record in zip(zip(rdomains, idvars), records):
+            wanted.setdefault(pair, set()).add(record)
+        return all(found <= keys(rdomain, idvar) for (rdomain, idvar), found in wanted.items())
     except TypeError:  # an unhashable cell
         return False
 
