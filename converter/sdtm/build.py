@@ -10,9 +10,10 @@ import pickle
 import re
 import tempfile
 import heapq
+from bisect import bisect_left, bisect_right
 from contextlib import closing, nullcontext
 from functools import cache, lru_cache
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -489,7 +490,7 @@ class DatasetParts:
         self.close()
 
     def _runs(self) -> list[Iterator[tuple[int, dict[str, list[Cell]]]]]:
-        return [*map(self.spill.read, range(len(self.spill.runs))), self.rest.pieces(PART_ROWS)]
+        return [*map(self.spill.read, range(len(self.spill.runs))), self.rest.pieces(PIECE_ROWS)]
 
     def parts(self, ordered: bool, rows: bool = True) -> Iterator[Dataset]:
         """The rows :data:`PART_ROWS` at a time as datasets (``rows=False``: their columns only)."""
@@ -522,31 +523,45 @@ class DatasetParts:
                        shell.structure, columns)
 
     def _merged(self) -> Iterator[tuple[int, dict[str, list[Cell]]]]:
-        """The rows of every run in the dataset's order, :data:`PART_ROWS` at a time.
+        """The rows of every run in the dataset's order, in slices of the runs' pieces.
 
         Each run is sorted stably by the keys, so ordering by (keys, run, row in run) is the stable sort of
         all runs one after the other: the order :func:`_assemble` gives. The keys are text or missing
-        (``mergeable``), which sort as ``_sortable`` orders them once missing is written as "".
+        (``mergeable``), which sort as ``_sortable`` orders them once missing is written as "". The heap holds
+        the next row of each run; the run on top gives every row that comes before the next run's, at once.
         """
         keys, names = self.keys, self.names
 
-        def rows_of(run: int, pieces: Iterator[tuple[int, dict[str, list[Cell]]]]) -> Iterator[tuple[Any, ...]]:
-            position = 0
+        def keyed(pieces: Iterator[tuple[int, dict[str, list[Cell]]]]) -> Iterator[_Piece]:
             for n, cells in pieces:
                 for var in names:
                     if var not in cells:
                         cells[var] = [None] * n
-                key_columns = [[v or "" for v in cells[k]] for k in keys] or [[""] * n]
-                for key, row in zip(zip(*key_columns), range(position, position + n)):
-                    yield key, run, row, cells, row - position
-                position += n
+                yield _Piece(n, cells, list(zip(*[[v or "" for v in cells[k]] for k in keys])) if keys else [()] * n)
 
-        merged = heapq.merge(*(rows_of(run, pieces) for run, pieces in enumerate(self._runs())))
-        while True:
-            picked = list(islice(merged, PART_ROWS))
-            if not picked:
-                return
-            yield len(picked), {var: [cells[var][i] for _, _, _, cells, i in picked] for var in names}
+        sources = [keyed(pieces) for pieces in self._runs()]
+        current: list[_Piece | None] = [next(source, None) for source in sources]
+        heap = [(piece.keys[0], run) for run, piece in enumerate(current) if piece is not None]
+        heapq.heapify(heap)
+        while heap:
+            _, run = heapq.heappop(heap)
+            piece = current[run]
+            assert piece is not None
+            start, end = piece.start, piece.count
+            if heap:  # rows up to the next run's first row (on equal keys, the earlier run goes first)
+                after, other = heap[0]
+                end = (bisect_right if run < other else bisect_left)(piece.keys, after, start)
+            if start == 0 and end == piece.count:
+                yield end, piece.cells
+            else:
+                yield end - start, {var: column[start:end] for var, column in piece.cells.items()}
+            if end < piece.count:
+                piece.start = end
+            else:
+                piece = current[run] = next(sources[run], None)
+                if piece is None:
+                    continue
+            heapq.heappush(heap, (piece.keys[piece.start], run))
 
     def assemble(self) -> Dataset:
         """The whole dataset, as :meth:`StudyBuilder.study` gives it."""
@@ -555,6 +570,15 @@ class DatasetParts:
             for var, column in columns.items():
                 column.extend(cells.get(var) or [None] * n)
         return _sorted_dataset(self.shell.name, self.shell.variables, columns, self.count)
+
+
+class _Piece:
+    """A piece of a run being merged: its cells, the sort key of each row, and the first row not yet taken."""
+
+    __slots__ = ("count", "cells", "keys", "start")
+
+    def __init__(self, count: int, cells: dict[str, list[Cell]], keys: list[tuple[str, ...]]):
+        self.count, self.cells, self.keys, self.start = count, cells, keys, 0
 
 
 def _used(stored: Columns) -> set[str]:
