@@ -73,8 +73,11 @@ def test_parts_in_order_are_the_assembled_dataset(tmp_path: Path, tiny: None, se
             ordered = list(parts.parts(ordered=True))
             assert all(5 <= len(p.rows) < 5 + 2 for p in ordered[:-1])  # PART_ROWS, plus less than a piece
             assert [r for p in ordered for r in p.rows] == want.rows
-            assert [r for p in parts.parts(ordered=True, rows=False) for r in zip(*p.columns.values())] == \
-                [tuple(r.values()) for r in want.rows]
+            assert [r for p in ordered for r in zip(*p.columns.values())] == [tuple(r.values()) for r in want.rows]
+            last = ordered[-1].rows  # made from the columns when read
+            assert len(last) and last[-1] == list(last)[-1] == want.rows[-1] and last[0:2] == list(last)[:2]
+            with pytest.raises(IndexError):
+                last[len(last)]
             unordered = [r for p in parts.parts(ordered=False) for r in p.rows]
             assert sorted(map(repr, unordered)) == sorted(map(repr, want.rows))
             assert parts.assemble() == want

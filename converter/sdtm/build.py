@@ -15,7 +15,7 @@ from contextlib import closing, nullcontext
 from functools import cache, lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence, overload
 
 import orjson
 
@@ -492,8 +492,8 @@ class DatasetParts:
     def _runs(self) -> list[Iterator[tuple[int, dict[str, list[Cell]]]]]:
         return [*map(self.spill.read, range(len(self.spill.runs))), self.rest.pieces(PIECE_ROWS)]
 
-    def parts(self, ordered: bool, rows: bool = True) -> Iterator[Dataset]:
-        """The rows :data:`PART_ROWS` at a time as datasets (``rows=False``: their columns only)."""
+    def parts(self, ordered: bool) -> Iterator[Dataset]:
+        """The rows about :data:`PART_ROWS` at a time as datasets (their rows are made from the columns when read)."""
         names, size = self.names, PART_ROWS
         if ordered:
             if not self.mergeable:
@@ -513,14 +513,11 @@ class DatasetParts:
                 break
             columns = {var: list(chain.from_iterable(cells.get(var) or [None] * n for n, cells in pending))
                        for var in names}
-            yield self._part(columns, held, rows)
+            shell = self.shell
+            rows: Any = _Rows(columns, held)  # a sequence of dicts, as Dataset.rows is read
+            yield Dataset(shell.name, shell.label, shell.variables, rows, shell.keys, shell.domain_class,
+                          shell.structure, columns)
             pending, held = [], 0
-
-    def _part(self, columns: dict[str, list[Cell]], count: int, rows: bool) -> Dataset:
-        shell = self.shell
-        table = [dict(zip(columns, r)) for r in zip(*columns.values())] if rows else []
-        return Dataset(shell.name, shell.label, shell.variables, table, shell.keys, shell.domain_class,
-                       shell.structure, columns)
 
     def _merged(self) -> Iterator[tuple[int, dict[str, list[Cell]]]]:
         """The rows of every run in the dataset's order, in slices of the runs' pieces.
@@ -570,6 +567,35 @@ class DatasetParts:
             for var, column in columns.items():
                 column.extend(cells.get(var) or [None] * n)
         return _sorted_dataset(self.shell.name, self.shell.variables, columns, self.count)
+
+
+class _Rows(Sequence[dict[str, Cell]]):
+    """The rows of a part as dicts, each made when it is read (a part is read column by column, mostly)."""
+
+    __slots__ = ("columns", "count")
+
+    def __init__(self, columns: dict[str, list[Cell]], count: int):
+        self.columns, self.count = columns, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Cell]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Cell]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Cell] | list[dict[str, Cell]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.count))]
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        return {var: column[index] for var, column in self.columns.items()}
+
+    def __iter__(self) -> Iterator[dict[str, Cell]]:
+        names = list(self.columns)
+        return (dict(zip(names, row)) for row in zip(*self.columns.values()))
 
 
 class _Piece:

@@ -53,8 +53,8 @@ class Parts(Protocol):
     count: int  # its number of rows
     mergeable: bool  # whether ``parts(ordered=True)`` can give the rows in order
 
-    def parts(self, ordered: bool, rows: bool = True) -> Iterator[Dataset]:
-        """The rows a part at a time (``ordered``: in the dataset's order; ``rows=False``: columns only)."""
+    def parts(self, ordered: bool) -> Iterator[Dataset]:
+        """The rows a part at a time (``ordered``: in the dataset's order), each part's rows holding its variables."""
         ...
 
 
@@ -200,7 +200,7 @@ class StudyWriter:
         if csv is not None:
             csv.write(csv_header(metas))
         size, rows, last = 0, 0, None
-        for part in dataset.parts(ordered=True, rows=False):
+        for part in dataset.parts(ordered=True):
             columns = [replace(meta, values=part.column(meta.name)) for meta in metas]
             summary.add(columns)
             if xpt is not None:

@@ -373,13 +373,15 @@ def describe_part(dataset: Dataset) -> tuple[list[ColumnStats], list[Issue]]:
     """The column statistics of a part of a dataset's rows and the problems :func:`describe_dataset` would report.
 
     The statistics of the parts of a dataset, merged (:meth:`ColumnStats.merge`), give its metadata through
-    :func:`column_meta`; a part's problems locate its cells by their row in the part.
+    :func:`column_meta`; a part's problems locate its cells by their row in the part. The part's rows hold
+    its variables only (as :class:`converter.sdtm.build.DatasetParts` gives them): they are not read.
     """
-    return _describe(dataset, widths=True)[1:]
+    return _describe(dataset, widths=True, scan_rows=False)[1:]
 
 
-def _describe(dataset: Dataset, widths: bool) -> tuple[list[list[Cell]], list[ColumnStats], list[Issue]]:
-    """The columns, their statistics and the problems of ``dataset`` (see :func:`describe_part`)."""
+def _describe(dataset: Dataset, widths: bool, scan_rows: bool = True) -> tuple[list[list[Cell]], list[ColumnStats],
+                                                                                list[Issue]]:
+    """The columns, their statistics and the problems of ``dataset`` (``scan_rows``: look for unknown variables)."""
     issues: list[Issue] = []
     names = [v.name for v in dataset.variables]
     for name in sorted({n for n in names if names.count(n) > 1}):
@@ -396,7 +398,7 @@ def _describe(dataset: Dataset, widths: bool) -> tuple[list[list[Cell]], list[Co
                                 f"label {label!r} contains a control character, which XML cannot carry", where))
     known = set(names)
     unknown: dict[str, int] = {}
-    for row, record in enumerate(dataset.rows):
+    for row, record in enumerate(dataset.rows if scan_rows else ()):
         if not known.issuperset(record):
             for key in record:
                 if key not in known:
