@@ -5,17 +5,19 @@ Only standard SDTM mechanics live here; what a value means comes from the mappin
 
 from __future__ import annotations
 
+import heapq
 import os
 import pickle
 import re
 import tempfile
-import heapq
+from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, nullcontext
 from functools import cache, lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, overload
+from typing import Any, overload
 
 import orjson
 
@@ -424,7 +426,7 @@ class ColumnSpill:
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         self.handle = tempfile.TemporaryFile(dir=folder, prefix=".sdtm.", suffix=".tmp")
-        self.runs: list[list[int]] = []
+        self.runs: list[array[int]] = []
         self.used: set[str] = set()  # variables with a value in some row of some run
         self.count = 0
 
@@ -436,7 +438,7 @@ class ColumnSpill:
     def write(self, run: _Run) -> None:
         """Append one run."""
         self.handle.seek(0, os.SEEK_END)  # a read may have stopped half-way
-        offsets = []
+        offsets = array("q")  # 8 bytes a piece: what stays in memory of a spilled run
         for piece in run.pieces(PIECE_ROWS):
             offsets.append(self.handle.tell())
             pickle.dump(piece, self.handle, protocol=pickle.HIGHEST_PROTOCOL)
