@@ -14,13 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from converter.mapping.engine import MappingSet
 from converter.run import RunReport, _Spill, _write_sdtm
 from converter.sdtm import build
 from converter.sdtm.build import DatasetParts, StudyBuilder
-from converter.sdtm.model import Dataset, Study, Variable
+from converter.sdtm.model import Dataset, Variable
 from converter.validate.sdtm import StudyCheck
 from converter.write import StudyWriter
 from converter.write.define_xml import (ColumnStats, DefineParts, column_meta, describe_dataset, describe_part,
@@ -133,7 +134,6 @@ def _write(tmp_path: Path, builder: StudyBuilder, name: str) -> tuple[list[Any],
     report = RunReport()
     report.spills = {"issues": _Spill(tmp_path, "issues", "list")}
     _write_sdtm(builder, tmp_path / name, mapping_set, {"xpt", "json", "csv"}, STAMP, report)
-    import orjson
     issues = orjson.loads(b"".join(report.spills["issues"].chunks()))
     files = {p.relative_to(tmp_path / name).as_posix(): p.read_bytes() for p in (tmp_path / name).rglob("*") if p.is_file()}
     return issues, files
