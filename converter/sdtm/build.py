@@ -35,7 +35,7 @@ CELL_BYTES = 28
 #: Accepted rows held in memory before :class:`StudyBuilder` spills them (when it has a ``spill_dir``).
 SPILL_BUDGET = 256 << 20
 #: Rows per pickled piece of a spilled run: merging the runs at the end holds one piece of each.
-PIECE_ROWS = 256
+PIECE_ROWS = 128
 #: Rows per part of a spilled dataset as :class:`DatasetParts` gives them.
 PART_ROWS = 8192
 
