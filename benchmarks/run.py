@@ -299,7 +299,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         with GcTimer() as gc_timer:
             report = convert([str(p) for p in inputs], out, mappings=Path(args.mappings) if args.mappings else None,
-                             to=to, fhir_ndjson=args.fhir_ndjson, jobs=args.jobs)
+                             to=to, fhir_ndjson=args.fhir_ndjson, jobs=args.jobs, sdtm_memory_mb=args.sdtm_memory)
         wall = time.perf_counter() - t0
         if profiler is not None:
             profiler.disable()
@@ -412,6 +412,8 @@ def memory_trend(args: argparse.Namespace) -> dict[str, Any]:
                    "--fhir-ndjson", "--to", to, "--seed", str(args.seed), "--format", args.format, "--no-seed-compare"]
             if args.mappings:
                 cmd += ["--mappings", args.mappings]
+            if args.sdtm_memory:
+                cmd += ["--sdtm-memory", str(args.sdtm_memory)]
             if args.workdir:
                 cmd += ["--workdir", args.workdir]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -483,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", default="fhir,sdtm", help="fhir, sdtm or fhir,sdtm (default)")
     parser.add_argument("--fhir-ndjson", action="store_true", help="also stream FHIR NDJSON (convert --fhir-ndjson)")
     parser.add_argument("--mappings", help="a mapping folder (default: the shipped one)")
+    parser.add_argument("--sdtm-memory", type=int, metavar="MB",
+                        help="MB of SDTM rows held before they spill to disk (convert --sdtm-memory; default its default)")
     parser.add_argument("--workdir", help="where to put the temporary inputs and output (default: the system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary inputs and output")
     parser.add_argument("--profile", metavar="FILE", help="run the conversion under cProfile and write pstats to FILE")

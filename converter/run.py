@@ -308,7 +308,8 @@ def _quarantine(result: CaseResult, text: str, out: Path, report: RunReport) -> 
 
 def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, formats: set[str], stamp: datetime,
                 report: RunReport) -> None:
-    """Check and write the study a dataset at a time: only one assembled dataset is held at once."""
+    """Check and write the study a dataset at a time: one assembled dataset, or a part of a spilled one, at once."""
+    from converter.sdtm.build import DatasetParts
     from converter.sdtm.model import Study
     from converter.validate.sdtm import StudyCheck
     from converter.write import StudyWriter
@@ -317,10 +318,25 @@ def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, forma
     check = StudyCheck(mapping_set.terminology)  # rows were validated per case: the study-level checks
     refused: list[str] = []
     shell = Study(builder.study_id, ct_version=builder.ct_version)
+
+    def failed(name: str, found: list[Issue]) -> bool:
+        return any(i.severity == "error" and i.location.split("[")[0].split(".")[0] == name for i in found)
+
     with StudyWriter(shell, out, mapping_set.terminology, formats, stamp) as writer, closing(builder):
-        for dataset in builder.datasets(release=True):
+        for dataset in builder.datasets(release=True, parts=True):
+            if isinstance(dataset, DatasetParts):  # spilled: checked and written a part at a time when it can be
+                with dataset:
+                    mark = check.mark()
+                    found = check.add_parts(dataset.parts(ordered=True)) if dataset.mergeable else None
+                    if found is not None and failed(dataset.shell.name, found):
+                        refused.append(dataset.shell.name)
+                        continue
+                    if found is not None and writer.add_parts(dataset):
+                        continue
+                    check.rollback(mark)
+                    dataset = dataset.assemble()  # a problem to report by row: the whole dataset, as in memory
             found = check.add(dataset)
-            if any(i.severity == "error" and i.location.split("[")[0].split(".")[0] == dataset.name for i in found):
+            if failed(dataset.name, found):
                 refused.append(dataset.name)
             else:
                 writer.add(dataset)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -103,14 +104,16 @@ def test_a_failure_while_writing_the_study_leaves_no_temporary_file(tmp_path: Pa
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     spills = _record_spills(monkeypatch)
 
-    def fail(self: StudyWriter, dataset: object) -> None:
-        if self.summaries:
-            raise RuntimeError("disk on fire")
-        original(self, dataset)
+    def failing(original: Any) -> Any:
+        def fail(self: StudyWriter, dataset: object) -> Any:
+            if self.summaries:
+                raise RuntimeError("disk on fire")
+            return original(self, dataset)
+        return fail
 
-    original = StudyWriter.add
     monkeypatch.setattr(build, "SPILL_BUDGET", 1)
-    monkeypatch.setattr(StudyWriter, "add", fail)
+    monkeypatch.setattr(StudyWriter, "add", failing(StudyWriter.add))  # datasets assembled whole
+    monkeypatch.setattr(StudyWriter, "add_parts", failing(StudyWriter.add_parts))  # spilled, a part at a time
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk on fire"):
         convert(SAMPLES, out)

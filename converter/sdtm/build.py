@@ -5,14 +5,19 @@ Only standard SDTM mechanics live here; what a value means comes from the mappin
 
 from __future__ import annotations
 
+import heapq
 import os
 import pickle
 import re
 import tempfile
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, nullcontext
 from functools import cache, lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, overload
 
 import orjson
 
@@ -29,6 +34,10 @@ DATE_TO_DAY = {"DTC": "DY", "STDTC": "STDY", "ENDTC": "ENDY"}
 CELL_BYTES = 28
 #: Accepted rows held in memory before :class:`StudyBuilder` spills them (when it has a ``spill_dir``).
 SPILL_BUDGET = 256 << 20
+#: Rows per pickled piece of a spilled run: merging the runs at the end holds one piece of each.
+PIECE_ROWS = 128
+#: Rows per part of a spilled dataset as :class:`DatasetParts` gives them.
+PART_ROWS = 8192
 
 
 @cache
@@ -122,7 +131,7 @@ class StudyBuilder:
             spill = self.spilled.get(name)
             if spill is None:
                 spill = self.spilled[name] = ColumnSpill(self.spill_dir)
-            spill.write(columns)
+            spill.write(_Run.of(name, columns))
         self.accepted.clear()
         self.held = 0
 
@@ -273,26 +282,34 @@ class StudyBuilder:
         """The names of the datasets the builder holds rows of."""
         return self.rows.keys() | self.accepted.keys() | self.spilled.keys()
 
-    def datasets(self, release: bool = False) -> Iterator[Dataset]:
+    def datasets(self, release: bool = False, parts: bool = False) -> Iterator[Dataset | DatasetParts]:
         """The datasets one at a time in name order, as :meth:`study` assembles them.
 
         ``release=True`` lets go of each dataset's stored rows as it is assembled (end of a run): a caller that
-        drops each dataset before asking for the next holds one dataset at a time.
+        drops each dataset before asking for the next holds one dataset at a time. ``parts=True`` gives a
+        dataset that spilled as :class:`DatasetParts` instead, to be read a part at a time (and closed).
         """
         for name in sorted(self.names()):
-            yield _assemble(name, self._stored(name, release))  # the generator keeps no reference to either
+            spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
+            held = self._held(name, release)
+            if spill is None:
+                yield _assemble(name, held)  # the generator keeps no reference to it
+                continue
+            stored = DatasetParts(name, spill, _Run.of(name, held), own=release)
+            del held
+            if parts:
+                yield stored
+            else:
+                with closing(stored) if release else nullcontext():
+                    whole = stored.assemble()
+                del stored
+                yield whole
 
-    def _stored(self, name: str, release: bool) -> Columns:
-        """Every row of one dataset: spilled, then held, then added (``release``: taken from the builder)."""
-        spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
+    def _held(self, name: str, release: bool) -> Columns:
+        """The rows of one dataset held in memory: accepted, then added (``release``: taken from the builder)."""
         held = self.accepted.pop(name, None) if release else self.accepted.get(name)
         rows = self.rows.pop(name, None) if release else self.rows.get(name)
         stored = Columns()
-        if spill is not None:
-            for chunk in spill.read():
-                stored.append(chunk, take=True)
-            if release:
-                spill.close()
         if held is not None:
             stored.append(held, take=release)
         if rows is not None:
@@ -377,55 +394,268 @@ class Columns:
                 column.extend([None] * (self.count - len(column)))
 
 
+class _Run:
+    """Rows of one dataset sorted as the dataset sorts them, as cells: one list per variable they use.
+
+    ``used`` holds the variables with a value in some row, as :func:`_assemble` decides it from the stored
+    values; variables the rows do not use are left out (all their cells are missing).
+    """
+
+    __slots__ = ("count", "used", "cells")
+
+    def __init__(self, count: int, used: set[str], cells: dict[str, list[Cell]]):
+        self.count, self.used, self.cells = count, used, cells
+
+    @classmethod
+    def of(cls, name: str, stored: Columns) -> _Run:
+        """The rows of ``stored`` (emptied) as a sorted run."""
+        count = stored.count
+        used = _used(stored)
+        variables = _dataset_variables(name, used)
+        cells = {v.name: _column(stored.values[v.name], v.type == "Num", count)
+                 for v in variables if v.name in used}
+        stored.values.clear()
+        order = _order(name, [v.name for v in variables], cells, count)
+        if order is not None:
+            cells = {var: list(map(column.__getitem__, order)) for var, column in cells.items()}
+        return cls(count, used, cells)
+
+    def pieces(self, size: int) -> Iterator[tuple[int, dict[str, list[Cell]]]]:
+        """The rows ``size`` at a time: (rows, cells)."""
+        for start in range(0, self.count, size):
+            yield min(size, self.count - start), {var: column[start:start + size] for var, column in self.cells.items()}
+
+
 class ColumnSpill:
-    """Accepted rows of one dataset in an anonymous temporary file, as pickled :class:`Columns` chunks.
+    """Accepted rows of one dataset in an anonymous temporary file: sorted runs (:class:`_Run`), each in pieces.
 
     The file has no name (it disappears when closed or when the process ends, even killed); it lives in
-    ``folder``, the run's output folder, so it uses the output's file system.
+    ``folder``, the run's output folder, so it uses the output's file system. A piece is pickled (rows, cells)
+    of :data:`PIECE_ROWS` rows at most; ``runs`` holds the file offset of every piece of every run.
     """
 
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         self.handle = tempfile.TemporaryFile(dir=folder, prefix=".sdtm.", suffix=".tmp")
-        self.chunks = 0
+        self.runs: list[array[int]] = []
+        self.used: set[str] = set()  # variables with a value in some row of some run
+        self.count = 0
 
-    def write(self, columns: Columns) -> None:
-        """Append one chunk."""
-        pickle.dump((columns.count, columns.values), self.handle, protocol=pickle.HIGHEST_PROTOCOL)
-        self.chunks += 1
+    @property
+    def chunks(self) -> int:
+        """How many runs were written."""
+        return len(self.runs)
 
-    def read(self) -> Iterator[Columns]:
-        """The chunks in the order written (the file stays as it is)."""
-        self.handle.seek(0)
-        for _ in range(self.chunks):
-            columns = Columns()
-            columns.count, columns.values = pickle.load(self.handle)
-            yield columns
-        self.handle.seek(0, os.SEEK_END)
+    def write(self, run: _Run) -> None:
+        """Append one run."""
+        self.handle.seek(0, os.SEEK_END)  # a read may have stopped half-way
+        offsets = array("q")  # 8 bytes a piece: what stays in memory of a spilled run
+        for piece in run.pieces(PIECE_ROWS):
+            offsets.append(self.handle.tell())
+            pickle.dump(piece, self.handle, protocol=pickle.HIGHEST_PROTOCOL)
+        self.runs.append(offsets)
+        self.used |= run.used
+        self.count += run.count
+
+    def read(self, run: int) -> Iterator[tuple[int, dict[str, list[Cell]]]]:
+        """The pieces of one run in order (other reads may come in between)."""
+        handle = self.handle
+        for offset in self.runs[run]:
+            handle.seek(offset)
+            yield pickle.load(handle)
+        handle.seek(0, os.SEEK_END)
 
     def close(self) -> None:
         """Remove the file."""
         self.handle.close()
 
 
+class DatasetParts:
+    """A dataset that spilled, read a part of its rows at a time: the bounded end of a large run.
+
+    ``shell`` is the dataset without rows (variables, keys, labels) and ``count`` its number of rows;
+    :meth:`parts` gives its rows :data:`PART_ROWS` at a time, in the dataset's order (a k-way merge of the
+    sorted runs) or in any order (cheaper, for what does not depend on it); :meth:`assemble` the whole
+    dataset, exactly as :meth:`StudyBuilder.study` assembles it. ``own``: :meth:`close` removes the spill.
+    """
+
+    def __init__(self, name: str, spill: ColumnSpill, rest: _Run, own: bool = True):
+        self.spill, self.rest, self.own = spill, rest, own
+        self.count = spill.count + rest.count
+        self.used = spill.used | rest.used
+        variables = _dataset_variables(name, self.used)
+        self.names = [v.name for v in variables]
+        self.keys = [k for k in sort_keys(name, self.names) if k in self.names]
+        self.shell = Dataset(name, metadata.dataset_label(name), variables, [], self.keys, metadata.dataset_class(name),
+                             metadata.domain_meta(name).structure)
+        chars = {v.name for v in variables if v.type == "Char"}
+        self.mergeable = all(k in chars for k in self.keys)  # text keys: runs merge on plain text
+
+    def close(self) -> None:
+        """Remove the spill file (when owned)."""
+        if self.own:
+            self.spill.close()
+
+    def __enter__(self) -> DatasetParts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _runs(self) -> list[Iterator[tuple[int, dict[str, list[Cell]]]]]:
+        return [*map(self.spill.read, range(len(self.spill.runs))), self.rest.pieces(PIECE_ROWS)]
+
+    def parts(self, ordered: bool) -> Iterator[Dataset]:
+        """The rows about :data:`PART_ROWS` at a time as datasets (their rows are made from the columns when read)."""
+        names, size = self.names, PART_ROWS
+        if ordered:
+            if not self.mergeable:
+                raise ValueError(f"{self.shell.name} has a sort key that is not text: it cannot be merged")
+            pieces: Iterator[tuple[int, dict[str, list[Cell]]]] = self._merged()
+        else:
+            pieces = chain.from_iterable(self._runs())
+        pending: list[tuple[int, dict[str, list[Cell]]]] = []
+        held = 0
+        for piece in chain(pieces, [(0, {})]):
+            if piece[0]:
+                pending.append(piece)
+                held += piece[0]
+                if held < size:
+                    continue
+            elif not held:
+                break
+            columns = {var: list(chain.from_iterable(cells.get(var) or [None] * n for n, cells in pending))
+                       for var in names}
+            shell = self.shell
+            rows: Any = _Rows(columns, held)  # a sequence of dicts, as Dataset.rows is read
+            yield Dataset(shell.name, shell.label, shell.variables, rows, shell.keys, shell.domain_class,
+                          shell.structure, columns)
+            pending, held = [], 0
+
+    def _merged(self) -> Iterator[tuple[int, dict[str, list[Cell]]]]:
+        """The rows of every run in the dataset's order, in slices of the runs' pieces.
+
+        Each run is sorted stably by the keys, so ordering by (keys, run, row in run) is the stable sort of
+        all runs one after the other: the order :func:`_assemble` gives. The keys are text or missing
+        (``mergeable``), which sort as ``_sortable`` orders them once missing is written as "". The heap holds
+        the next row of each run; the run on top gives every row that comes before the next run's, at once.
+        """
+        keys, names = self.keys, self.names
+
+        def keyed(pieces: Iterator[tuple[int, dict[str, list[Cell]]]]) -> Iterator[_Piece]:
+            for n, cells in pieces:
+                for var in names:
+                    if var not in cells:
+                        cells[var] = [None] * n
+                yield _Piece(n, cells, list(zip(*[[v or "" for v in cells[k]] for k in keys])) if keys else [()] * n)
+
+        sources = [keyed(pieces) for pieces in self._runs()]
+        current: list[_Piece | None] = [next(source, None) for source in sources]
+        heap = [(piece.keys[0], run) for run, piece in enumerate(current) if piece is not None]
+        heapq.heapify(heap)
+        while heap:
+            _, run = heapq.heappop(heap)
+            piece = current[run]
+            assert piece is not None
+            start, end = piece.start, piece.count
+            if heap:  # rows up to the next run's first row (on equal keys, the earlier run goes first)
+                after, other = heap[0]
+                end = (bisect_right if run < other else bisect_left)(piece.keys, after, start)
+            if start == 0 and end == piece.count:
+                yield end, piece.cells
+            else:
+                yield end - start, {var: column[start:end] for var, column in piece.cells.items()}
+            if end < piece.count:
+                piece.start = end
+            else:
+                piece = current[run] = next(sources[run], None)
+                if piece is None:
+                    continue
+            heapq.heappush(heap, (piece.keys[piece.start], run))
+
+    def assemble(self) -> Dataset:
+        """The whole dataset, as :meth:`StudyBuilder.study` gives it."""
+        columns: dict[str, list[Cell]] = {var: [] for var in self.names}
+        for n, cells in chain.from_iterable(self._runs()):
+            for var, column in columns.items():
+                column.extend(cells.get(var) or [None] * n)
+        return _sorted_dataset(self.shell.name, self.shell.variables, columns, self.count)
+
+
+class _Rows(Sequence[dict[str, Cell]]):
+    """The rows of a part as dicts, each made when it is read (a part is read column by column, mostly)."""
+
+    __slots__ = ("columns", "count")
+
+    def __init__(self, columns: dict[str, list[Cell]], count: int):
+        self.columns, self.count = columns, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Cell]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Cell]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Cell] | list[dict[str, Cell]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.count))]
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        return {var: column[index] for var, column in self.columns.items()}
+
+    def __iter__(self) -> Iterator[dict[str, Cell]]:
+        names = list(self.columns)
+        return (dict(zip(names, row)) for row in zip(*self.columns.values()))
+
+
+class _Piece:
+    """A piece of a run being merged: its cells, the sort key of each row, and the first row not yet taken."""
+
+    __slots__ = ("count", "cells", "keys", "start")
+
+    def __init__(self, count: int, cells: dict[str, list[Cell]], keys: list[tuple[str, ...]]):
+        self.count, self.cells, self.keys, self.start = count, cells, keys, 0
+
+
+def _used(stored: Columns) -> set[str]:
+    """The variables of ``stored`` with a value in some row (not only None or "")."""
+    count = stored.count
+    return {var for var, column in stored.values.items()
+            if any(column) or column.count(None) + column.count("") < count}
+
+
+def _order(name: str, names: list[str], cells: dict[str, list[Cell]], count: int) -> list[int] | None:
+    """The row order that sorts ``cells`` by the keys of dataset ``name`` (None: as they are)."""
+    keys = [k for k in sort_keys(name, names) if k in names]
+    if not keys or count <= 1:
+        return None
+    missing = [None] * count
+    sortable = list(zip(*(_sortable_column(cells.get(k, missing)) for k in keys)))
+    return sorted(range(count), key=sortable.__getitem__)
+
+
 def _assemble(name: str, stored: Columns) -> Dataset:
     """One dataset from its stored columns (emptied: they become the rows): variables, cells, sorted rows as dicts."""
     count = stored.count
-    used = {var for var, column in stored.values.items()
-            if any(column) or column.count(None) + column.count("") < count}
-    variables = _dataset_variables(name, used)
+    variables = _dataset_variables(name, _used(stored))
+    columns = {v.name: _column(stored.values.get(v.name), v.type == "Num", count) for v in variables}
+    stored.values.clear()  # the columns the dataset does not use go now
+    return _sorted_dataset(name, variables, columns, count)
+
+
+def _sorted_dataset(name: str, variables: list[Variable], columns: dict[str, list[Cell]], count: int) -> Dataset:
+    """The dataset of these cells (a list per variable, in the order of ``variables``) with its rows sorted."""
     names = [v.name for v in variables]
     keys = [k for k in sort_keys(name, names) if k in names]
-    columns = [_column(stored.values.get(v.name), v.type == "Num", count) for v in variables]
-    stored.values.clear()  # the columns the dataset does not use go now
-    if keys and count > 1:
-        sortable = list(zip(*(_sortable_column(columns[names.index(k)]) for k in keys)))
-        order = sorted(range(count), key=sortable.__getitem__)
-        del sortable
-        columns = [list(map(column.__getitem__, order)) for column in columns]
-    table = [dict(zip(names, r)) for r in zip(*columns)]
+    order = _order(name, names, columns, count)
+    if order is not None:
+        columns = {var: list(map(column.__getitem__, order)) for var, column in columns.items()}
+    table = [dict(zip(names, r)) for r in zip(*columns.values())]
     return Dataset(name, metadata.dataset_label(name), variables, table, keys, metadata.dataset_class(name),
-                   metadata.domain_meta(name).structure, dict(zip(names, columns)))
+                   metadata.domain_meta(name).structure, columns)
 
 
 _PLAIN = {type(None), str}

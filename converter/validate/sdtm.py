@@ -254,6 +254,49 @@ class StudyCheck:
         check_table(table, self.report, self.codelists, study_level=True, subject_level=False)
         return self.report.issues[before:]
 
+    def add_parts(self, parts: Iterable[Dataset]) -> list[Issue] | None:
+        """:meth:`add` of one dataset given a part of its rows at a time, in the dataset's order.
+
+        Only DM's check reads every part (a USUBJID with two records); its rows must be sorted by STUDYID,
+        USUBJID with one STUDYID, so that a repeated USUBJID follows its twin. Returns None, and keeps nothing,
+        when that does not hold: the dataset must then be added whole.
+        """
+        mark = self.mark()
+        previous: Cell = None  # the USUBJID of the row before
+        study: Cell = None
+        for number, part in enumerate(parts):
+            if part.name.upper() != "DM":
+                return self.add(part)  # nothing else depends on the rows
+            if not number and part.keys[:2] != ["STUDYID", "USUBJID"]:
+                self.rollback(mark)
+                return None
+            study = part.rows[0].get("STUDYID") if not number and part.rows else study
+            if any(row.get("STUDYID") != study for row in part.rows):
+                self.rollback(mark)
+                return None
+            if not number:
+                self.add(part)  # the checks of the dataset, and a USUBJID twice in this part
+            else:
+                table = _prepare(part, copy_rows=False)
+                for index, row in enumerate(table.rows):
+                    usubjid = _norm(row.get("USUBJID"))
+                    if usubjid is not None and usubjid == previous:
+                        self.report.add("sdtm.dm.unique", f"USUBJID {usubjid!r} has more than one DM record",
+                                        table.where(index, "USUBJID"), "DM.USUBJID")
+                    previous = usubjid
+            if part.rows:
+                previous = _norm(part.rows[-1].get("USUBJID"))
+        return self.report.issues[mark[0]:]
+
+    def mark(self) -> tuple[int, Counter[tuple[str, str]], set[str]]:
+        """Where the check is now, for :meth:`rollback`."""
+        return len(self.report.issues), Counter(self.report.counts), set(self.names)
+
+    def rollback(self, mark: tuple[int, Counter[tuple[str, str]], set[str]]) -> None:
+        """Forget every dataset added since ``mark`` (:meth:`mark`), and its issues."""
+        del self.report.issues[mark[0]:]
+        self.report.counts, self.names = Counter(mark[1]), set(mark[2])
+
     def finish(self) -> list[Issue]:
         """Every issue of the datasets added, plus the study-wide ones (EX presence, per-check summaries)."""
         if "EX" not in self.names:

@@ -7,20 +7,23 @@ Layout under ``out_dir``::
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Iterator, Set
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from converter.errors import CaseBridgeError
 from converter.mapping.terminology import Terminology
 from converter.sdtm.model import Dataset, Study
 from converter.validate.issues import Issue, has_errors
 from converter.write.atomic import StagedFiles, reproducible_timestamp
-from converter.write.csv_out import csv_bytes
-from converter.write.dataset_json import dataset_json_bytes
-from converter.write.define_xml import (ColumnMeta, DatasetDefine, define_xml_from_summaries, describe_dataset,
-                                       summarise_dataset)
-from converter.write.xpt import check_xpt, xpt_bytes
+from converter.write.csv_out import csv_bytes, csv_header, csv_rows
+from converter.write.dataset_json import DATASET_JSON_TAIL, dataset_json_bytes, dataset_json_head, dataset_json_rows
+from converter.write.define_xml import (ColumnMeta, ColumnStats, DatasetDefine, DefineParts, column_meta,
+                                       define_xml_from_summaries, describe_dataset, describe_part, summarise_dataset)
+from converter.write.xpt import check_xpt, xpt_bytes, xpt_header, xpt_observations, xpt_padding
 
 __all__ = ["FORMATS", "StudyWriter", "dataset_paths", "write_study"]
 
@@ -41,6 +44,18 @@ def _encode(fmt: str, dataset: Dataset, study: Study, columns: list[ColumnMeta],
     if fmt == "json":
         return dataset_json_bytes(dataset, study, columns, created)
     return csv_bytes(columns)
+
+
+class Parts(Protocol):
+    """A dataset read a part of its rows at a time (:class:`converter.sdtm.build.DatasetParts`)."""
+
+    shell: Dataset  # the dataset without its rows
+    count: int  # its number of rows
+    mergeable: bool  # whether ``parts(ordered=True)`` can give the rows in order
+
+    def parts(self, ordered: bool) -> Iterator[Dataset]:
+        """The rows a part at a time (``ordered``: in the dataset's order), each part's rows holding its variables."""
+        ...
 
 
 def _stage(staging: StagedFiles, files: dict[Path, bytes]) -> OSError | None:
@@ -129,6 +144,83 @@ class StudyWriter:
             return
         self.failure = self.failure or _stage(self.staging, content)
         self.summaries.append(summarise_dataset(dataset, metas))
+
+    def add_parts(self, dataset: Parts) -> bool:
+        """:meth:`add` for a dataset read a part at a time; the same files and define.xml summary, byte for byte.
+
+        Memory holds a part, not the dataset. Returns False, having staged and kept nothing, when the dataset
+        must be given to :meth:`add` whole: a part has a problem (issues name rows of the whole dataset), a
+        value cannot be encoded, a file cannot be written, or the rows cannot be given in order.
+        """
+        if self.stamp is None:
+            return True
+        if not dataset.mergeable:
+            return False
+        shell = dataset.shell
+        stats = [ColumnStats() for _ in shell.variables]
+        for part in dataset.parts(ordered=False):  # the metadata: any order will do
+            found_stats, found = describe_part(part)
+            if not found and "xpt" in self.chosen:
+                found = check_xpt(part, [column_meta(v, st, None, part.column(v.name))
+                                         for v, st in zip(shell.variables, found_stats)])
+            if found:
+                return False
+            for total, more in zip(stats, found_stats):
+                total.merge(more)
+        keys = {k: i + 1 for i, k in enumerate(shell.keys)}
+        metas = [column_meta(v, st, keys.get(v.name), []) for v, st in zip(shell.variables, stats)]
+        summary = DefineParts(shell, metas)
+        staging = StagedFiles(self.staging.durable)
+        paths = dataset_paths(self.sdtm_dir, shell.name)
+        try:
+            with ExitStack() as stack:
+                files = {fmt: stack.enter_context(staging.writing(paths[fmt])) for fmt in self.chosen}
+                written = self._write_parts(dataset, metas, summary, files)
+        except (CaseBridgeError, OSError):
+            written = False
+        if not written:
+            staging.discard()
+            return False
+        self.staging.take(staging)
+        self.summaries.append(summary.finish())
+        return True
+
+    def _write_parts(self, dataset: Parts, metas: list[ColumnMeta], summary: DefineParts,
+                     files: dict[str, BinaryIO]) -> bool:
+        """Encode the rows of ``dataset`` in order into ``files`` (open by format) and ``summary``.
+
+        False when the dataset must be added whole after all: its last record is blank (a warning names it).
+        """
+        shell, stamp = dataset.shell, self.stamp
+        xpt, json, csv = files.get("xpt"), files.get("json"), files.get("csv")
+        if xpt is not None:
+            xpt.write(xpt_header(shell, metas, stamp))
+        if json is not None:
+            json.write(dataset_json_head(shell, self.study, metas, dataset.count, stamp))
+        if csv is not None:
+            csv.write(csv_header(metas))
+        size, rows, last = 0, 0, None
+        for part in dataset.parts(ordered=True):
+            columns = [replace(meta, values=part.column(meta.name)) for meta in metas]
+            summary.add(columns)
+            if xpt is not None:
+                observations = xpt_observations(shell, columns)
+                xpt.write(observations)
+                size += len(observations)
+            if json is not None:
+                text = dataset_json_rows(columns)
+                json.write(b"," + text if rows and text else text)
+            if csv is not None:
+                csv.write(csv_rows(columns))
+            rows += len(columns[0].values) if columns else 0
+            last = columns
+        if xpt is not None:
+            if last and all(m.variable.type == "Char" and not m.values[-1] for m in last):
+                return False
+            xpt.write(xpt_padding(size))
+        if json is not None:
+            json.write(DATASET_JSON_TAIL)
+        return rows == dataset.count
 
     def finish(self) -> tuple[list[Path], list[Issue]]:
         """Stage define.xml, put every staged file in place, remove stale files; the paths written and all issues."""

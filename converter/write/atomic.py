@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from converter.errors import CaseBridgeError
 from converter.validate.issues import Issue
@@ -42,16 +44,20 @@ def reproducible_timestamp(explicit: datetime | None = None) -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def _stage(path: Path, data: bytes, durable: bool = True) -> Path:
-    """Write ``data`` to a new temporary file beside ``path`` (fsynced when ``durable``); return its path."""
+def _new_temporary(path: Path) -> tuple[Path, int]:
+    """A new temporary file beside ``path``, open for writing: its path and file descriptor."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(tmp, _OPEN_FLAGS, 0o666)  # the umask applies, as for an ordinary new file
-            break
+            return tmp, os.open(tmp, _OPEN_FLAGS, 0o666)  # the umask applies, as for an ordinary new file
         except FileExistsError:
             continue
+
+
+def _stage(path: Path, data: bytes, durable: bool = True) -> Path:
+    """Write ``data`` to a new temporary file beside ``path`` (fsynced when ``durable``); return its path."""
+    tmp, fd = _new_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -92,6 +98,22 @@ class StagedFiles:
     def add(self, path: Path, data: bytes) -> None:
         """Stage ``data`` for ``path`` (fsynced when durable); nothing is replaced yet."""
         self.staged.append((_stage(path, data, self.durable), path))
+
+    @contextmanager
+    def writing(self, path: Path) -> Iterator[BinaryIO]:
+        """Stage a file for ``path`` written piece by piece in the ``with`` block (fsynced at its end when durable)."""
+        tmp, fd = _new_temporary(path)
+        self.staged.append((tmp, path))  # removed by discard() whatever happens
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            if self.durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def take(self, other: StagedFiles) -> None:
+        """Make the files ``other`` staged ours (renamed by our :meth:`commit`, removed by our :meth:`discard`)."""
+        self.staged.extend(other.staged)
+        other.staged.clear()
 
     def discard(self) -> None:
         """Remove every staged file that was not renamed into place."""

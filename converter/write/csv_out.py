@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from converter.sdtm.model import Dataset
@@ -20,9 +20,16 @@ from converter.write.define_xml import ColumnMeta, describe_dataset, num_text
 
 def csv_bytes(columns: Sequence[ColumnMeta]) -> bytes:
     """The CSV content of the columns of a dataset that passed :func:`describe_dataset` without errors."""
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow([m.name for m in columns])
+    return csv_header(columns) + csv_rows(columns)
+
+
+def csv_header(columns: Sequence[ColumnMeta]) -> bytes:
+    """The header line of the CSV file (the rows follow: :func:`csv_rows`)."""
+    return _csv_text([[m.name for m in columns]])
+
+
+def csv_rows(columns: Sequence[ColumnMeta]) -> bytes:
+    """The CSV lines of ``columns``' values (all rows of a dataset, or a part of them, in order)."""
     cols = []
     for meta in columns:
         values = meta.values
@@ -30,7 +37,12 @@ def csv_bytes(columns: Sequence[ColumnMeta]) -> bytes:
             cols.append(["" if v is None else v for v in values])
         else:
             cols.append(["" if v is None or v != v else num_text(v) for v in values])  # type: ignore[arg-type]
-    writer.writerows(zip(*cols))
+    return _csv_text(zip(*cols))
+
+
+def _csv_text(rows: Iterable[Sequence[object]]) -> bytes:
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL).writerows(rows)
     return buffer.getvalue().encode("utf-8")
 
 

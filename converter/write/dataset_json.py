@@ -51,8 +51,11 @@ def _values(meta: ColumnMeta) -> list[object]:
 
 
 def dataset_json_document(dataset: Dataset, study: Study, columns: Sequence[ColumnMeta], created: datetime | None = None,
-                          metadata_ref: str | None = "../define.xml") -> dict[str, object]:
-    """The Dataset-JSON 1.1 object of a dataset (``metadata_ref``: where define.xml is, relative to the file)."""
+                          metadata_ref: str | None = "../define.xml", records: int | None = None) -> dict[str, object]:
+    """The Dataset-JSON 1.1 object of a dataset (``metadata_ref``: where define.xml is, relative to the file).
+
+    ``records`` overrides the number of rows (``dataset`` without rows: the rows are written a part at a time).
+    """
     stamp = reproducible_timestamp(created)
     doc: dict[str, object] = {
         "datasetJSONCreationDateTime": stamp.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -67,7 +70,7 @@ def dataset_json_document(dataset: Dataset, study: Study, columns: Sequence[Colu
         doc["metaDataRef"] = metadata_ref
     doc.update({
         "itemGroupOID": f"IG.{dataset.name}",
-        "records": len(dataset.rows),
+        "records": len(dataset.rows) if records is None else records,
         "name": dataset.name,
         "label": dataset.label,
         "columns": [_column(dataset, m) for m in columns],
@@ -81,6 +84,28 @@ def dataset_json_bytes(dataset: Dataset, study: Study, columns: Sequence[ColumnM
     """The Dataset-JSON file content (UTF-8, compact, deterministic) of a dataset that passed the guards."""
     return orjson.dumps(dataset_json_document(dataset, study, columns, created, metadata_ref),
                         option=orjson.OPT_APPEND_NEWLINE)
+
+
+def dataset_json_head(dataset: Dataset, study: Study, columns: Sequence[ColumnMeta], records: int,
+                      created: datetime | None = None, metadata_ref: str | None = "../define.xml") -> bytes:
+    """The file content before the first row, for a file written a part at a time (see :func:`dataset_json_rows`).
+
+    The file is the head, the parts' rows joined by ``,``, then :data:`DATASET_JSON_TAIL`.
+    """
+    doc = dataset_json_document(dataset, study, columns, created, metadata_ref, records)
+    doc["rows"] = []
+    text = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+    assert text.endswith(b"[" + DATASET_JSON_TAIL)
+    return text[:-len(DATASET_JSON_TAIL)]
+
+
+#: What ends a Dataset-JSON file after its last row.
+DATASET_JSON_TAIL = b"]}\n"
+
+
+def dataset_json_rows(columns: Sequence[ColumnMeta]) -> bytes:
+    """The rows of ``columns``' values as they appear in the file, without the enclosing brackets (b"" for none)."""
+    return orjson.dumps(list(zip(*(_values(m) for m in columns))))[1:-1]
 
 
 def write_dataset_json(dataset: Dataset, study: Study, json_dir: Path,

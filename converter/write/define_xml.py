@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from numbers import Real
@@ -156,22 +156,67 @@ def iso8601_data_type(name: str, values: Sequence[str]) -> tuple[str, list[str]]
     invalid = sorted(v for v in distinct if _iso_kind(v) is None)
     if invalid:
         return "text", invalid
-    kinds = {_iso_kind(v) for v in distinct}
+    return _iso_type(name, {_iso_kind(v) for v in distinct}), []
+
+
+def _iso_type(name: str, kinds: set[str | None]) -> str:
+    """The data type of ISO 8601 values of these kinds (None: a value that is not ISO 8601, so ``text``)."""
+    if None in kinds:
+        return "text"
     if not kinds:
-        return ("durationDatetime" if name.endswith(_DURATION_SUFFIXES) else "datetime"), []
+        return "durationDatetime" if name.endswith(_DURATION_SUFFIXES) else "datetime"
     for data_type, allowed in _ISO_LATTICE:
         if kinds <= allowed:
-            return data_type, []
-    return "text", []
+            return data_type
+    return "text"
 
 
-def _numeric_text_type(values: Sequence[str]) -> tuple[str, int | None] | None:
-    """``("integer", None)`` / ``("float", digits)`` when every value is a decimal number, else None."""
-    if values and all(_INT_TEXT.fullmatch(v) for v in values):
-        return "integer", None
-    if values and all(_INT_TEXT.fullmatch(v) or _FLOAT_TEXT.fullmatch(v) for v in values):
-        return "float", max(len(v.partition(".")[2]) for v in values)
-    return None
+@dataclass(slots=True)
+class _Texts:
+    """What the data type of value-level text depends on, collected a part of the values at a time."""
+
+    kinds: set[str | None] | None  # ISO 8601 kinds of the values (None: not an ISO 8601 name, not collected)
+    integers: bool = True  # every value an integer literal
+    numbers: bool = True   # every value an integer or decimal literal
+    digits: int = 0        # most decimals (while ``numbers``)
+    longest: int = 0       # characters
+    width: int = 0         # UTF-8 bytes
+
+    @classmethod
+    def of(cls, name: str, values: Sequence[str]) -> _Texts:
+        """Empty statistics for values described as ``name`` (plus ``values``)."""
+        texts = cls(set() if name.endswith(("DTC", *_DURATION_SUFFIXES)) else None)
+        texts.add(values)
+        return texts
+
+    def add(self, values: Sequence[str]) -> None:
+        """Add more values (non-empty text)."""
+        if not values:
+            return
+        if self.kinds is not None:
+            self.kinds.update(map(_iso_kind, set(values)))
+        if self.integers and not all(_INT_TEXT.fullmatch(v) for v in values):
+            self.integers = False
+        if self.numbers:
+            if self.integers or all(_INT_TEXT.fullmatch(v) or _FLOAT_TEXT.fullmatch(v) for v in values):
+                self.digits = max(self.digits, max(len(v.partition(".")[2]) for v in values))
+            else:
+                self.numbers = False
+        longest = max(map(len, values))
+        self.longest = max(self.longest, longest)
+        self.width = max(self.width, longest if "".join(values).isascii() else max(len(v.encode("utf-8")) for v in values))
+
+    def item_type(self, name: str) -> tuple[str, int | None, int | None]:
+        """Data type, Length and SignificantDigits of a value-level item with these values (see _text_item_type)."""
+        if self.kinds is not None:
+            data_type = _iso_type(name, self.kinds)
+            if data_type != "text":
+                return data_type, None, None
+        if self.integers:
+            return "integer", max(1, self.longest), None
+        if self.numbers:
+            return "float", max(1, self.longest), self.digits
+        return "text", max(1, self.width), None
 
 
 def _text_bytes(values: Sequence[str]) -> int:
@@ -203,8 +248,39 @@ class _Cells:
                                          f"{self.dataset.name}.{variable}"))
 
 
-def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int, int | None, bool]:
-    """Data type, storage length, ItemDef length, and whether every cell is missing or ASCII text that fits."""
+@dataclass(slots=True)
+class ColumnStats:
+    """What a column's metadata is decided from (:func:`column_meta`), collected a part of the column at a time.
+
+    Char: the ``longest`` value in bytes (at least 1), ``plain`` (every cell missing or ASCII text), the ISO 8601
+    ``kinds`` of the values of an ISO 8601 variable (None: a value that is not ISO 8601). Num: whether there are
+    ``numbers`` (NaN is missing), all ``integral``, the widest integer text, the widest decimal text and its
+    most ``digits`` (the decimal ones only when ``widths`` was asked for or a number is not integral).
+    """
+
+    longest: int = 1
+    plain: bool = True
+    kinds: set[str | None] = field(default_factory=set)
+    numbers: bool = False
+    integral: bool = True
+    int_width: int = 0
+    float_width: int = 0
+    digits: int = 0
+
+    def merge(self, other: ColumnStats) -> None:
+        """Add the statistics of another part of the same column."""
+        self.longest = max(self.longest, other.longest)
+        self.plain = self.plain and other.plain
+        self.kinds |= other.kinds
+        self.numbers = self.numbers or other.numbers
+        self.integral = self.integral and other.integral
+        self.int_width = max(self.int_width, other.int_width)
+        self.float_width = max(self.float_width, other.float_width)
+        self.digits = max(self.digits, other.digits)
+
+
+def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> ColumnStats:
+    """The statistics of a Char column; its problems go to ``cells``."""
     plain = set(map(type, values)) <= _TEXT_TYPES  # the usual case, checked at C speed
     if plain:
         present = list(filter(None, values))
@@ -225,32 +301,30 @@ def _char_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, i
                 cells.add("error", "sdtm.write.control_char", var.name, row,
                           f"{var.name} contains a control character ({v!r}), which XML cannot carry")
     longest = max(1, max(map(len, text), default=0)) if ascii_text else _text_bytes(text)
-    length = longest
     if var.length is not None:
-        length = var.length
         if var.length < 1:
             cells.issues.append(Issue("error", "sdtm.write.length", f"declared length {var.length} of {var.name} is "
                                       "not a positive number of bytes", f"{cells.dataset.name}.{var.name}"))
-            length = longest
         elif longest > var.length:
             for row, v in enumerate(values):
                 if isinstance(v, str) and len(v.encode("utf-8")) > var.length:
                     cells.add("error", "sdtm.write.length", var.name, row, f"{var.name} value of "
                               f"{len(v.encode('utf-8'))} bytes exceeds its declared length {var.length}")
-    plain = plain and ascii_text and longest <= length
-    if not is_iso8601_variable(var):
-        return "text", length, length, plain
-    data_type, invalid = iso8601_data_type(var.name, text)
-    if invalid:
-        bad = set(invalid)
-        for row, v in enumerate(values):
-            if v in bad:
-                cells.add("warning", "sdtm.write.iso8601", var.name, row,
-                          f"{var.name} value {v!r} is not ISO 8601; Define-XML declares the variable as text")
-    return data_type, length, (length if data_type == "text" else None), plain
+    stats = ColumnStats(longest, plain and ascii_text)
+    if is_iso8601_variable(var):
+        distinct = set(text)
+        stats.kinds = {_iso_kind(v) for v in distinct}
+        if None in stats.kinds:
+            bad = {v for v in distinct if _iso_kind(v) is None}
+            for row, v in enumerate(values):
+                if v in bad:
+                    cells.add("warning", "sdtm.write.iso8601", var.name, row,
+                              f"{var.name} value {v!r} is not ISO 8601; Define-XML declares the variable as text")
+    return stats
 
 
-def _num_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, int | None, int | None]:
+def _num_meta(var: Variable, values: list[Cell], cells: _Cells, widths: bool = False) -> ColumnStats:
+    """The statistics of a Num column (``widths``: the decimal widths even when every number is integral)."""
     # fast path: Python ints and floats only (the usual case); anything else is checked cell by cell
     numbers: list[float | int] = [v for v in values if type(v) is float or type(v) is int]
     if len(numbers) + values.count(None) != len(values) or math.inf in numbers or -math.inf in numbers:
@@ -264,21 +338,50 @@ def _num_meta(var: Variable, values: list[Cell], cells: _Cells) -> tuple[str, in
                 cells.add("error", "sdtm.write.type", var.name, row,
                           f"Num variable {var.name} holds {type(v).__name__} {v!r}; builders must supply finite numbers")
     numbers = [v for v in numbers if v == v]  # NaN is missing
+    stats = ColumnStats(plain=False)
     if not numbers:
-        return "float", 8, None
-    if all(type(v) is int or float(v).is_integer() for v in numbers):
-        return "integer", max(len(str(int(v))) for v in set(numbers)), None
-    texts = [t if "e" not in t else format(Decimal(t), "f") for t in map(repr, map(float, set(numbers)))]
-    return "float", max(map(len, texts)), max(len(t.partition(".")[2]) for t in texts)
+        return stats
+    stats.numbers = True
+    stats.integral = all(type(v) is int or float(v).is_integer() for v in numbers)
+    if stats.integral:
+        stats.int_width = max(len(str(int(v))) for v in set(numbers))
+    if widths or not stats.integral:
+        texts = [t if "e" not in t else format(Decimal(t), "f") for t in map(repr, map(float, set(numbers)))]
+        stats.float_width = max(map(len, texts))
+        stats.digits = max(len(t.partition(".")[2]) for t in texts)
+    return stats
 
 
-def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
-    """Column metadata of a dataset plus the problems any output format would have with its content.
+def column_meta(var: Variable, stats: ColumnStats, key_sequence: int | None, values: list[Cell]) -> ColumnMeta:
+    """The metadata of a variable from its column's statistics (the one place lengths and data types are decided)."""
+    if var.type != "Char":
+        if not stats.numbers:
+            return ColumnMeta(var, "float", 8, 8, None, key_sequence, values, False)
+        if stats.integral:
+            return ColumnMeta(var, "integer", 8, stats.int_width, None, key_sequence, values, False)
+        return ColumnMeta(var, "float", 8, stats.float_width, stats.digits, key_sequence, values, False)
+    length = var.length if var.length is not None and var.length >= 1 else stats.longest
+    plain = stats.plain and stats.longest <= length
+    if not is_iso8601_variable(var):
+        return ColumnMeta(var, "text", length, length, None, key_sequence, values, plain)
+    data_type = _iso_type(var.name, stats.kinds)
+    return ColumnMeta(var, data_type, length, length if data_type == "text" else None, None, key_sequence, values,
+                      plain)
 
-    Errors: duplicate variables, keys that are not variables, values of unknown variables, Char cells that are
-    not text or hold control characters or exceed a declared length, Num cells that are not finite numbers.
-    Warnings: ISO 8601 variables with non-ISO values.
+
+def describe_part(dataset: Dataset) -> tuple[list[ColumnStats], list[Issue]]:
+    """The column statistics of a part of a dataset's rows and the problems :func:`describe_dataset` would report.
+
+    The statistics of the parts of a dataset, merged (:meth:`ColumnStats.merge`), give its metadata through
+    :func:`column_meta`; a part's problems locate its cells by their row in the part. The part's rows hold
+    its variables only (as :class:`converter.sdtm.build.DatasetParts` gives them): they are not read.
     """
+    return _describe(dataset, widths=True, scan_rows=False)[1:]
+
+
+def _describe(dataset: Dataset, widths: bool, scan_rows: bool = True) -> tuple[list[list[Cell]], list[ColumnStats],
+                                                                                list[Issue]]:
+    """The columns, their statistics and the problems of ``dataset`` (``scan_rows``: look for unknown variables)."""
     issues: list[Issue] = []
     names = [v.name for v in dataset.variables]
     for name in sorted({n for n in names if names.count(n) > 1}):
@@ -295,7 +398,7 @@ def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
                                 f"label {label!r} contains a control character, which XML cannot carry", where))
     known = set(names)
     unknown: dict[str, int] = {}
-    for row, record in enumerate(dataset.rows):
+    for row, record in enumerate(dataset.rows if scan_rows else ()):
         if not known.issuperset(record):
             for key in record:
                 if key not in known:
@@ -305,19 +408,24 @@ def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
                             f"rows hold values for {key}, which is not a variable of {dataset.name}: they would be lost",
                             cell_location(dataset, row, key)))
     cells = _Cells(dataset, issues)
-    keys = {k: i + 1 for i, k in enumerate(dataset.keys)}
-    columns: list[ColumnMeta] = []
-    for var in dataset.variables:
-        values = dataset.column(var.name)
-        if var.type == "Char":
-            data_type, length, define_length, plain = _char_meta(var, values, cells)
-            digits = None
-        else:
-            data_type, define_length, digits = _num_meta(var, values, cells)
-            length, plain = 8, False
-        columns.append(ColumnMeta(var, data_type, length, define_length, digits, keys.get(var.name), values, plain))
+    columns = [dataset.column(var.name) for var in dataset.variables]
+    stats = [_char_meta(var, values, cells) if var.type == "Char" else _num_meta(var, values, cells, widths)
+             for var, values in zip(dataset.variables, columns)]
     cells.close()
-    return columns, issues
+    return columns, stats, issues
+
+
+def describe_dataset(dataset: Dataset) -> tuple[list[ColumnMeta], list[Issue]]:
+    """Column metadata of a dataset plus the problems any output format would have with its content.
+
+    Errors: duplicate variables, keys that are not variables, values of unknown variables, Char cells that are
+    not text or hold control characters or exceed a declared length, Num cells that are not finite numbers.
+    Warnings: ISO 8601 variables with non-ISO values.
+    """
+    columns, stats, issues = _describe(dataset, widths=False)
+    keys = {k: i + 1 for i, k in enumerate(dataset.keys)}
+    return [column_meta(var, st, keys.get(var.name), values)
+            for var, st, values in zip(dataset.variables, stats, columns)], issues
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -359,11 +467,12 @@ def _dataset_order(dataset: Dataset) -> tuple[int, str]:
     return (CLASS_ORDER.index(cls) if cls else len(CLASS_ORDER), dataset.name)
 
 
-def _domain(dataset: Dataset) -> str | None:
+def _domain(dataset: Dataset, first: str | None) -> str | None:
+    """ItemGroupDef/@Domain; ``first``: the first DOMAIN value of the rows (None: there is none)."""
     if dataset.name.startswith("SUPP") and len(dataset.name) > 4:
         return dataset.name[4:]
     if any(v.name == "DOMAIN" for v in dataset.variables):
-        return next((str(r["DOMAIN"]) for r in dataset.rows if r.get("DOMAIN")), dataset.name[:2])
+        return dataset.name[:2] if first is None else first
     return None
 
 
@@ -412,14 +521,7 @@ class _ItemDef:
 
 def _text_item_type(name: str, values: list[str]) -> tuple[str, int | None, int | None]:
     """Data type, Length and SignificantDigits of a value-level item whose values are text."""
-    if name.endswith(("DTC", *_DURATION_SUFFIXES)):
-        data_type, invalid = iso8601_data_type(name, values)
-        if data_type != "text" and not invalid:
-            return data_type, None, None
-    numeric = _numeric_text_type(values)
-    if numeric:
-        return numeric[0], max(1, max(map(len, values))), numeric[1]
-    return "text", _text_bytes(values), None
+    return _Texts.of(name, values).item_type(name)
 
 
 def _value_level_drivers(dataset: Dataset) -> list[tuple[str, list[str], str]]:
@@ -440,40 +542,72 @@ def _value_level_drivers(dataset: Dataset) -> list[tuple[str, list[str], str]]:
     return drivers
 
 
-def _value_level(dataset: Dataset, metas: Sequence[ColumnMeta], items: dict[str, _ItemDef],
-                 value_lists: dict[str, list[tuple[str, str, str]]], where: dict[str, tuple[str, str]]) -> None:
-    """Add ItemDefs, ValueListDefs and WhereClauseDefs for the value-level metadata of one dataset."""
-    ds = dataset.name
-    column = {m.name: m.values for m in metas}
-    blank: list[Cell] = [None] * len(metas[0].values) if metas else []
-    for driver, targets, label_var in _value_level_drivers(dataset):
-        groups: dict[str, list[int]] = {}
-        for row, key in enumerate(column[driver]):
-            if isinstance(key, str) and key:
-                groups.setdefault(key, []).append(row)
-        labels, origins = column.get(label_var, blank), column.get("QORIG", blank)
-        for target in targets:
-            parent, values = items[item_oid(ds, target)], column[target]
-            refs: list[tuple[str, str, str]] = []
-            for value in sorted(groups):
-                rows = groups[value]
-                texts = [v for v in (values[r] for r in rows) if isinstance(v, str) and v]
-                if not texts:
-                    continue
-                label = next((labels[r] for r in rows if isinstance(labels[r], str) and labels[r]), value)
-                origin = parent.origin
-                if driver == "QNAM":
-                    qorig = next((origins[r] for r in rows if isinstance(origins[r], str) and origins[r]), "")
-                    origin = _ORIGIN_BY_TEXT.get(str(qorig).strip().casefold(), origin)
-                data_type, length, digits = _text_item_type(value, texts)
-                oid = f"{item_oid(ds, target)}.{value}"
-                items[oid] = _ItemDef(oid, value, data_type, length, digits, str(label), origin)
-                wc = f"WC.{ds}.{driver}.{value}"
-                where[wc] = (item_oid(ds, driver), value)
-                refs.append((oid, wc, "Yes" if len(texts) == len(rows) else "No"))
-            if refs:
-                parent.value_list_oid = f"VL.{ds}.{target}"
-                value_lists[parent.value_list_oid] = refs
+@dataclass(slots=True)
+class _Group:
+    """The rows of one value of a value-level driver, for one described variable."""
+
+    rows: int
+    texts: _Texts
+    count: int = 0  # rows where the variable holds text
+    label: str | None = None
+    origin: str | None = None
+
+
+class _ValueLevel:
+    """Value-level metadata of one dataset, collected over its rows a part at a time, in row order."""
+
+    def __init__(self, dataset: Dataset):
+        self.drivers = _value_level_drivers(dataset)
+        self.groups: dict[tuple[str, str], dict[str, _Group]] = {}
+
+    def add(self, column: Mapping[str, list[Cell]], count: int) -> None:
+        """Add rows (``count`` of them, the columns of every variable)."""
+        blank: list[Cell] = [None] * count
+        for driver, targets, label_var in self.drivers:
+            rows_of: dict[str, list[int]] = {}
+            for row, key in enumerate(column[driver]):
+                if isinstance(key, str) and key:
+                    rows_of.setdefault(key, []).append(row)
+            labels, origins = column.get(label_var, blank), column.get("QORIG", blank)
+            for target in targets:
+                values, groups = column[target], self.groups.setdefault((driver, target), {})
+                for value, rows in rows_of.items():
+                    texts = [v for v in (values[r] for r in rows) if isinstance(v, str) and v]
+                    group = groups.get(value)
+                    if group is None:
+                        group = groups[value] = _Group(0, _Texts.of(value, []))
+                    group.rows += len(rows)
+                    group.count += len(texts)
+                    group.texts.add(texts)
+                    if group.label is None:
+                        group.label = next((labels[r] for r in rows if isinstance(labels[r], str) and labels[r]), None)
+                    if group.origin is None and driver == "QNAM":
+                        group.origin = next((origins[r] for r in rows if isinstance(origins[r], str) and origins[r]),
+                                            None)
+
+    def finish(self, ds: str, items: dict[str, _ItemDef], value_lists: dict[str, list[tuple[str, str, str]]],
+               where: dict[str, tuple[str, str]]) -> None:
+        """Add the ItemDefs, ValueListDefs and WhereClauseDefs of the rows added."""
+        for driver, targets, _ in self.drivers:
+            for target in targets:
+                parent, groups = items[item_oid(ds, target)], self.groups.get((driver, target), {})
+                refs: list[tuple[str, str, str]] = []
+                for value in sorted(groups):
+                    group = groups[value]
+                    if not group.count:
+                        continue
+                    origin = parent.origin
+                    if driver == "QNAM":
+                        origin = _ORIGIN_BY_TEXT.get(str(group.origin or "").strip().casefold(), origin)
+                    data_type, length, digits = group.texts.item_type(value)
+                    oid = f"{item_oid(ds, target)}.{value}"
+                    items[oid] = _ItemDef(oid, value, data_type, length, digits, str(group.label or value), origin)
+                    wc = f"WC.{ds}.{driver}.{value}"
+                    where[wc] = (item_oid(ds, driver), value)
+                    refs.append((oid, wc, "Yes" if group.count == group.rows else "No"))
+                if refs:
+                    parent.value_list_oid = f"VL.{ds}.{target}"
+                    value_lists[parent.value_list_oid] = refs
 
 
 def _codelists(summaries: Sequence[DatasetDefine], terminology: Terminology, items: dict[str, _ItemDef],
@@ -537,33 +671,65 @@ class DatasetDefine:
 
 def summarise_dataset(dataset: Dataset, columns: Sequence[ColumnMeta]) -> DatasetDefine:
     """The define.xml summary of a dataset described by :func:`describe_dataset` (its rows are not kept)."""
-    items: dict[str, _ItemDef] = {}
-    value_lists: dict[str, list[tuple[str, str, str]]] = {}
-    where: dict[str, tuple[str, str]] = {}
-    issues: list[Issue] = []
-    codes: list[tuple[str, str, dict[str, None] | None]] = []
-    for meta in columns:
-        var = meta.variable
-        origin = var.origin if var.origin in ORIGIN_TYPES else None
-        if origin is None and var.origin:
-            issues.append(Issue("warning", "define.origin",
-                                f"origin {var.origin!r} is not a Define-XML origin type "
-                                f"({', '.join(ORIGIN_TYPES)}): def:Origin omitted", f"{dataset.name}.{var.name}"))
-        oid = item_oid(dataset.name, var.name)
-        items[oid] = _ItemDef(oid, var.name, meta.data_type, meta.define_length, meta.significant_digits,
-                              var.label, origin)
-        if var.codelist:
-            if var.type != "Char":
-                codes.append((var.codelist, var.name, None))
-            elif meta.plain:  # text or missing only: the values in order of first use, at C speed
-                codes.append((var.codelist, var.name, dict.fromkeys(filter(None, meta.values))))
+    summary = DefineParts(dataset, columns)
+    summary.add(columns)
+    return summary.finish()
+
+
+class DefineParts:
+    """:func:`summarise_dataset` of a dataset whose rows come a part at a time, in order.
+
+    ``dataset`` gives the variables (its rows are not read), ``columns`` the metadata of the whole dataset;
+    :meth:`add` each part's columns (:class:`ColumnMeta` whose ``values`` are the part's), then :meth:`finish`.
+    """
+
+    def __init__(self, dataset: Dataset, columns: Sequence[ColumnMeta]):
+        self.dataset = dataset
+        self.columns = list(columns)
+        self.values: list[dict[str, None] | None] = [
+            {} if m.variable.codelist and m.variable.type == "Char" else None for m in self.columns]
+        self.domain: str | None = None  # the first DOMAIN value
+        self.value_level = _ValueLevel(dataset)
+
+    def add(self, columns: Sequence[ColumnMeta]) -> None:
+        """Add the rows of one part (the columns of every variable, in the order of ``dataset``'s)."""
+        for used, meta in zip(self.values, columns):
+            if used is None:
+                continue
+            if meta.plain:  # text or missing only: the values in order of first use, at C speed
+                used.update(dict.fromkeys(filter(None, meta.values)))
             else:
-                codes.append((var.codelist, var.name, {v: None for v in meta.values if isinstance(v, str) and v}))
-    _value_level(dataset, columns, items, value_lists, where)
-    shell = Dataset(dataset.name, dataset.label, dataset.variables, [], dataset.keys, dataset.domain_class,
-                    dataset.structure)
-    bare = [replace(meta, values=[]) for meta in columns]
-    return DatasetDefine(shell, _domain(dataset), bare, items, value_lists, where, codes, issues)
+                used.update({v: None for v in meta.values if isinstance(v, str) and v})
+        column = {m.name: m.values for m in columns}
+        if self.domain is None and "DOMAIN" in column:
+            self.domain = next((str(v) for v in column["DOMAIN"] if v), None)
+        self.value_level.add(column, len(columns[0].values) if columns else 0)
+
+    def finish(self) -> DatasetDefine:
+        """The summary of every row added."""
+        dataset = self.dataset
+        items: dict[str, _ItemDef] = {}
+        value_lists: dict[str, list[tuple[str, str, str]]] = {}
+        where: dict[str, tuple[str, str]] = {}
+        issues: list[Issue] = []
+        codes: list[tuple[str, str, dict[str, None] | None]] = []
+        for meta, used in zip(self.columns, self.values):
+            var = meta.variable
+            origin = var.origin if var.origin in ORIGIN_TYPES else None
+            if origin is None and var.origin:
+                issues.append(Issue("warning", "define.origin",
+                                    f"origin {var.origin!r} is not a Define-XML origin type "
+                                    f"({', '.join(ORIGIN_TYPES)}): def:Origin omitted", f"{dataset.name}.{var.name}"))
+            oid = item_oid(dataset.name, var.name)
+            items[oid] = _ItemDef(oid, var.name, meta.data_type, meta.define_length, meta.significant_digits,
+                                  var.label, origin)
+            if var.codelist:
+                codes.append((var.codelist, var.name, used))
+        self.value_level.finish(dataset.name, items, value_lists, where)
+        shell = Dataset(dataset.name, dataset.label, dataset.variables, [], dataset.keys, dataset.domain_class,
+                        dataset.structure)
+        bare = [replace(meta, values=[]) for meta in self.columns]
+        return DatasetDefine(shell, _domain(dataset, self.domain), bare, items, value_lists, where, codes, issues)
 
 
 def define_xml_bytes(study: Study, terminology: Terminology, created: datetime | None = None,

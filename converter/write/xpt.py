@@ -172,6 +172,13 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
 
     Raises :class:`CaseBridgeError` if a value still does not fit as it is (it is never truncated).
     """
+    header = xpt_header(dataset, columns, created)
+    observations = xpt_observations(dataset, columns)
+    return header + observations + xpt_padding(len(observations))
+
+
+def xpt_header(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime | None = None) -> bytes:
+    """Everything of the transport file before the observations (they follow: :func:`xpt_observations`)."""
     stamp = sas_datetime(reproducible_timestamp(created))
     name = dataset.name.encode("ascii")
     out = [
@@ -184,7 +191,7 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
         stamp + b" " * 16 + dataset.label.encode("ascii").ljust(40) + b" " * 8,
         _header(b"NAMESTR", f"000000{len(columns):04d}".encode("ascii") + b"0" * 20),
     ]
-    namestrs, cells, position = [], [], 0
+    namestrs, position = [], 0
     try:
         for number, meta in enumerate(columns, 1):
             is_char = meta.variable.type == "Char"
@@ -193,6 +200,21 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
                 meta.variable.label.encode("ascii").ljust(40), b" " * 8, 0, 0, 0, b"\0\0", b" " * 8, 0, 0,
                 position, bytes(52)))
             position += meta.length
+    except (UnicodeEncodeError, OverflowError, AttributeError, TypeError, ValueError) as exc:
+        raise CaseBridgeError(f"{dataset.name} cannot be written as XPORT v5 as it is: {exc}",
+                              location=dataset.name, rule="xpt.value") from None
+    out.append(_pad80(b"".join(namestrs)))
+    out.append(_header(b"OBS"))
+    return b"".join(out)
+
+
+def xpt_observations(dataset: Dataset, columns: Sequence[ColumnMeta]) -> bytes:
+    """The observation records of ``columns``' values (all rows of a dataset, or a part of them, in order).
+
+    Raises :class:`CaseBridgeError` if a value does not fit as it is (it is never truncated).
+    """
+    cells = []
+    try:
         observations = _plain_observations(columns)
         if observations is None:  # something unusual: cell by cell, so that the error names it
             for meta in columns:
@@ -206,13 +228,15 @@ def xpt_bytes(dataset: Dataset, columns: Sequence[ColumnMeta], created: datetime
     except (UnicodeEncodeError, OverflowError, AttributeError, TypeError, ValueError) as exc:
         raise CaseBridgeError(f"{dataset.name} cannot be written as XPORT v5 as it is: {exc}",
                               location=dataset.name, rule="xpt.value") from None
-    if len(observations) != position * (len(columns[0].values) if columns else 0):
+    if len(observations) != sum(m.length for m in columns) * (len(columns[0].values) if columns else 0):
         raise CaseBridgeError(f"{dataset.name} holds a value longer than its variable's length; nothing was truncated",
                               location=dataset.name, rule="xpt.value")
-    out.append(_pad80(b"".join(namestrs)))
-    out.append(_header(b"OBS"))
-    out.append(_pad80(observations))
-    return b"".join(out)
+    return observations
+
+
+def xpt_padding(size: int) -> bytes:
+    """The blanks that end a transport file whose observations take ``size`` bytes."""
+    return b" " * (-size % 80)
 
 
 def _plain_observations(columns: Sequence[ColumnMeta]) -> bytes | None:
