@@ -117,6 +117,29 @@ def _maxrss_mb(who: int) -> float:
     return r / 1024 if sys.platform != "darwin" else r / (1024 * 1024)
 
 
+class GcTimer:
+    """Wall time this process spends in garbage collection, per generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.counts = [0, 0, 0]
+        self._start = 0.0
+
+    def __enter__(self) -> "GcTimer":
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._start
+            self.counts[info["generation"]] += 1
+
+
 class TreeSampler(threading.Thread):
     """Samples the RSS of this process plus all its descendants; keeps the peak of the sum."""
 
@@ -274,8 +297,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             profiler = cProfile.Profile()
             profiler.enable()
         t0 = time.perf_counter()
-        report = convert([str(p) for p in inputs], out, mappings=Path(args.mappings) if args.mappings else None, to=to,
-                         fhir_ndjson=args.fhir_ndjson, jobs=args.jobs, sdtm_memory_mb=args.sdtm_memory)
+        with GcTimer() as gc_timer:
+            report = convert([str(p) for p in inputs], out, mappings=Path(args.mappings) if args.mappings else None,
+                             to=to, fhir_ndjson=args.fhir_ndjson, jobs=args.jobs, sdtm_memory_mb=args.sdtm_memory)
         wall = time.perf_counter() - t0
         if profiler is not None:
             profiler.disable()
@@ -313,6 +337,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             # set, report.json, orchestration); jobs > 1 the stages run in parallel, so this is not meaningful
             "unstaged_s": round(wall - staged, 3) if args.jobs == 1 else None,
             "cpu_s": round(cpu_s, 3), "cpu_utilisation": round(cpu_s / wall, 2) if wall else None,
+            # this process alone (with --jobs > 1: reading inputs, placing files, SDTM rows, the end of the run)
+            "cpu_main_s": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 3),
+            # garbage collection in this process: seconds and collections per generation
+            "gc_main_s": [round(s, 3) for s in gc_timer.seconds], "gc_main_collections": gc_timer.counts,
             "peak_rss_mb": round(max(peak_main, peak_tree or 0.0), 1),
             "peak_rss_main_mb": round(peak_main, 1), "peak_rss_worker_mb": round(peak_worker, 1),
             "peak_rss_tree_mb": round(peak_tree, 1) if peak_tree else None,

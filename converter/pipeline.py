@@ -183,8 +183,8 @@ def init_worker(mappings_folder: str | None, options: Options, staging: str) -> 
     _WORKER = (Pipeline(mapping_set, options), CaseFiles(Path(staging)))
 
 
-def work(record: Record) -> CaseResult:
-    """Process-pool task: convert one record and stage its output."""
+def work(records: list[Record]) -> list[CaseResult]:
+    """Process-pool task: convert a few records in order and stage their output (one task, one round trip)."""
     assert _WORKER is not None, "init_worker was not called"
     pipeline, files = _WORKER
-    return stage_output(pipeline.process(record), files)
+    return [stage_output(pipeline.process(record), files) for record in records]

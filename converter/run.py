@@ -29,7 +29,8 @@ from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes
 from converter.write.case_files import CaseFiles, NdjsonAssembler, make_staging, place_bundle, remove_staging
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_IN_FLIGHT_PER_JOB = 16  # cases queued per worker: keeps workers busy, memory independent of the input size
+_BATCH = 4  # records per process-pool task
+_IN_FLIGHT_PER_JOB = 4  # tasks queued per worker: keeps workers busy, memory independent of the input size
 
 
 class _Spill:
@@ -143,6 +144,18 @@ def _records(paths: list[str]) -> Iterator[Record]:
             yield Record(path, "", "yaml", error=tuple(exc.issues))
 
 
+def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """``records`` in consecutive lists of ``size`` (the last may be shorter)."""
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: Iterable[str] = ("fhir", "sdtm"),
             fhir_bundle: str = "collection", fhir_ndjson: bool = False, sdtm_formats: Iterable[str] = ("xpt", "json"),
             study_id: str = "CASEBRIDGE", sdtm_memory_mb: int | None = None, jobs: int = 1, fail_fast: bool = False, deep: bool = False,
@@ -191,16 +204,17 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init_worker,
                                    initargs=(str(mappings) if mappings else None, options, str(staging)))
         try:
-            # a bounded window of cases in flight, in input order (Executor.map would read every input ahead)
-            window: deque[tuple[Record, Future[CaseResult]]] = deque()
-            for record in records:
-                window.append((record, pool.submit(work, record)))
+            # a bounded window of tasks in flight, in input order (Executor.map would read every input ahead);
+            # a task is a few records, so the pool's pickling and thread hand-offs are paid per batch, not per case
+            window: deque[tuple[list[Record], Future[list[CaseResult]]]] = deque()
+            for batch in _batches(records, _BATCH):
+                window.append((batch, pool.submit(work, batch)))
                 if len(window) >= jobs * _IN_FLIGHT_PER_JOB:
                     done, pending = window.popleft()
-                    yield done, pending.result()
+                    yield from zip(done, pending.result())
             while window:
                 done, pending = window.popleft()
-                yield done, pending.result()
+                yield from zip(done, pending.result())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # the workers have exited: nothing writes any more
             share_compiled(None)

@@ -173,6 +173,9 @@ def test_run_smoke_prints_json_last_line(tmp_path):
     assert last["cases"] == 5
     assert set(last["stages"]) >= {"load", "map", "fhir_build", "fhir_validate", "sdtm_build", "sdtm_validate", "write"}
     assert last["peak_rss_mb"] > 0
+    assert 0 < last["cpu_main_s"] <= last["cpu_s"]  # jobs 1: everything runs in the benchmark's own process
+    assert len(last["gc_main_s"]) == len(last["gc_main_collections"]) == 3
+    assert sum(last["gc_main_collections"]) > 0 and all(s >= 0 for s in last["gc_main_s"])
     assert not list(tmp_path.iterdir())   # the temporary inputs and output are removed
 
 

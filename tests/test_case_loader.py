@@ -382,3 +382,30 @@ def test_only_exact_compact_json_takes_the_fast_read(text: str) -> None:
     assert repr(doc) == repr(expected)  # NaN != NaN: compare the text of the values
     if _compact_json(text) is not _NOT_COMPACT:
         assert orjson.dumps(_compact_json(text)).decode() == text
+
+
+def test_unquoted_years_read_as_dates_only_at_date_fields(tmp_path: Path) -> None:
+    """``date: 2022`` (a YAML integer) becomes the date "2022" at date fields, in lists and relative dates too;
+    an integer elsewhere stays a number."""
+    text = """\
+case_id: years
+source: {title: Bare years}
+patient: {sex: female, age: {value: AGE, unit: years, at: diagnosis}}
+diagnoses:
+  - id: dx-1
+    name: serous carcinoma of the ovary
+    date: 2022
+    metastases:
+      - {id: met-1, site: liver, date: {text: the same year, date: 2023}}
+"""
+    path = tmp_path / "years.yaml"
+    path.write_text(text.replace("AGE", "71"), encoding="utf-8")
+    data = load_case(path).data
+    diagnosis = data["diagnoses"][0]
+    assert diagnosis["date"] == "2022"
+    assert diagnosis["metastases"][0]["date"]["date"] == "2023"
+    assert data["patient"]["age"]["value"] == 71
+    path.write_text(text.replace("AGE", "1999"), encoding="utf-8")
+    with pytest.raises(CaseError) as err:
+        load_case(path)
+    assert [i.message for i in err.value.issues] == ["patient.age.value: 1999 is greater than the maximum of 130"]

@@ -604,3 +604,38 @@ def test_fast_path_checks_extensions_anywhere_when_the_definitions_do_not_type_t
     bundle = copy.deepcopy(seed_bundle)
     bundle["entry"][0]["resource"]["identifier"] = [{"extension": [{"valueString": "no url"}], "value": "x"}]
     assert not validator.is_valid(fhir_fast.entries(bundle).groups)
+
+
+def test_fast_scans_of_references_and_codings() -> None:
+    """The serialised-bundle scans find every reference and checked coding once, and give up (None) on what
+    only the detailed layers can judge."""
+    import orjson
+
+    from converter.validate.fhir_fast import codings, references
+
+    def text(*nodes: object) -> bytes:
+        return orjson.dumps({"resourceType": "Bundle", "x": list(nodes)})
+
+    refs = [{"reference": "urn:uuid:1"}, {"reference": "Patient/p"}, {"reference": "urn:uuid:1"}]
+    assert references(text(*refs)) == {"urn:uuid:1", "Patient/p"}
+    assert references(text({"display": "no reference here"})) == set()
+    assert references(text(*refs, {"reference": "#c1"})) is None        # local: the detailed layers resolve it
+    assert references(text(*refs, {"reference": 'a"b'})) is None        # escaped
+    checked = frozenset({LOINC.encode(), SNOMED.encode()})
+    loinc = {"system": LOINC, "code": "48018-6"}
+    assert codings(text(loinc, loinc, {"system": "urn:x", "code": "1"}), checked) == {(LOINC, "48018-6")}
+    assert codings(text(loinc, {"code": "2", "system": SNOMED}), checked) == {(LOINC, "48018-6"), (SNOMED, "2")}
+    assert codings(text(loinc, {"system": SNOMED}), checked) is None     # no code next to the system
+    assert codings(text(loinc), frozenset()) == set()
+
+
+def test_fast_path_resolves_type_and_id_references() -> None:
+    from converter.validate.fhir import _clean
+
+    patient = {"resourceType": "Patient", "id": "p1"}
+    for ref, clean in (("Patient/p1", True), ("Patient/p1/_history/2", True), ("Patient/p2", False)):
+        obs = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+               "subject": {"reference": ref}}
+        bundle = _bundle(patient, obs)
+        assert _clean(bundle, _terminology()) is clean, ref
+        assert (validate_bundle(bundle, _terminology()) == []) is clean

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT
-from converter.case.loader import Record, load_case
+from converter.case.loader import Record, load_case, load_record
 from converter.mapping.engine import MappingSet
 from converter.mapping.terminology import Terminology
 from converter.pipeline import Options, Pipeline
@@ -177,3 +178,76 @@ def test_random_cell_mutations_give_the_detailed_issues(mappings: MappingSet, te
                 validate_case(rows, terminology, S)
             continue
         assert [i.to_dict() for i in validate_case(rows, terminology, S)] == detailed
+
+
+def _generated_rows(mappings: MappingSet, count: int, seed: int) -> list[dict[str, list[dict[str, Cell]]]]:
+    """StudyBuilder.add rows of generated cases (benchmarks/gen.py), as the pipeline validates them."""
+    from test_benchmark_gen import gen
+
+    out = []
+    for index, doc in enumerate(gen.generate(count, seed)):
+        case = load_record(Record(f"gen-{index}.json", json.dumps(doc), "json"))
+        out.append(StudyBuilder("CASEBRIDGE", mappings.terminology.ct_version).add(
+            mappings.apply(case, frozenset({"sdtm"}))))
+    return out
+
+
+def _agree(rows: dict[str, list[dict[str, Cell]]], terminology: Terminology) -> None:
+    """validate_case gives the detailed path's issues, or fails as it does."""
+    try:
+        detailed = [i.to_dict() for i in sdtm_case._detailed(copy.deepcopy(rows), terminology, S, True, 25)]
+    except Exception as exc:  # noqa: BLE001 - then the fast path must fail the same way
+        with pytest.raises(type(exc)):
+            validate_case(rows, terminology, S)
+        return
+    assert [i.to_dict() for i in validate_case(rows, terminology, S)] == detailed
+
+
+def test_generated_cases_give_the_detailed_issues(mappings: MappingSet, terminology: Terminology) -> None:
+    for rows in _generated_rows(mappings, 40, 3):
+        _agree(rows, terminology)
+
+
+#: Cells equal to common values but of another type or form: judged apart from the values they equal.
+TWINS: list[Any] = [True, False, 1, 1.0, 0, 0.0, -0.0, "1", " 1", "", None]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mutations_after_clean_cases_give_the_detailed_issues(mappings: MappingSet, terminology: Terminology,
+                                                              seed: int) -> None:
+    """Columns whose values were all seen clean before are judged by whole sets: a twin of a clean value
+    (``1.0``, ``True`` for ``1``), a variable some rows lack, a Required one dropped must still be found."""
+    rng = random.Random(seed)
+    cases = _generated_rows(mappings, 6, 100 + seed)
+    for rows in cases:  # the clean sets now hold these cases' values
+        validate_case(copy.deepcopy(rows), terminology, S)
+    for _ in range(25):
+        rows = copy.deepcopy(rng.choice(cases))
+        for _ in range(rng.randint(1, 3)):
+            table = rows[rng.choice(sorted(rows))]
+            row = rng.choice(table)
+            var = rng.choice(sorted(row))
+            kind = rng.randrange(4)
+            if kind == 0:
+                del row[var]  # some rows lack the variable (a Required one too)
+            elif kind == 1 and isinstance(row[var], (int, float)) and not isinstance(row[var], bool):
+                row[var] = rng.choice([float(row[var]), int(row[var]), row[var] == 1, str(row[var])])
+            elif kind == 2:
+                row[var] = copy.copy(rng.choice(TWINS))
+            else:  # another row's value of the same variable
+                row[var] = rng.choice([r.get(var) for r in table])
+        _agree(rows, terminology)
+
+
+def test_true_and_float_twins_of_clean_numbers_give_the_detailed_issues(mappings: MappingSet,
+                                                                         terminology: Terminology) -> None:
+    base = _case_rows(mappings, ROOT / "samples" / "lcnec-cadonilimab-anlotinib.yaml")
+    validate_case(copy.deepcopy(base), terminology, S)  # every number of the case is known clean now
+    numbers = [(name, index, var) for name, table in sorted(base.items()) for index, row in enumerate(table)
+               for var, value in row.items() if value.__class__ in (int, float)]
+    assert len(numbers) > 20
+    for name, index, var in numbers:
+        for twin in (True, float(base[name][index][var]), str(base[name][index][var])):
+            rows = copy.deepcopy(base)
+            rows[name][index][var] = twin
+            _agree(rows, terminology)

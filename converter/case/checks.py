@@ -83,22 +83,24 @@ def coerce_years(doc: dict[str, Any]) -> None:
     _coerce(doc, _field_trie())
 
 
-def _coerce(node: Any, trie: dict[str, Any]) -> None:
+def _year(value: Any) -> bool:
+    """An integer that reads as a year (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 2999
+
+
+def _coerce(node: Any, trie: _Trie) -> None:
     """Follow the trie's branches that exist in ``node``; replace integer years at date fields."""
     if isinstance(node, dict):
-        for key, sub in trie.items():
-            if key in node and key not in ("", "[]"):
-                value = node[key]
-                if (isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 2999
-                        and any(kind == "isodate" for kind, _ in sub.get("", ()))):
-                    node[key] = str(value)
-                elif isinstance(value, (dict, list)):
-                    _coerce(value, sub)
-    elif isinstance(node, list) and "[]" in trie:
-        sub = trie["[]"]
-        dated = any(kind == "isodate" for kind, _ in sub.get("", ()))
+        for key in trie.dated:
+            if key in node and _year(node[key]):
+                node[key] = str(node[key])
+        for key, sub in trie.deeper:
+            if key in node and isinstance(value := node[key], (dict, list)):
+                _coerce(value, sub)
+    elif isinstance(node, list) and (sub := trie.items) is not None:
+        dated = sub.self_dated
         for i, value in enumerate(node):
-            if dated and isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 2999:
+            if dated and _year(value):
                 node[i] = str(value)
             elif isinstance(value, (dict, list)):
                 _coerce(value, sub)
@@ -108,21 +110,48 @@ _KINDS = ("idref", "isodate", "quantity", "range")
 _SCORING = ("pathology", "[]", "scoring")
 
 
+class _Trie:
+    """One node of the trie of checked field patterns (see ``_field_trie``), with what a walk needs ready."""
+
+    __slots__ = ("kinds", "children", "items", "dated", "deeper", "self_dated")
+
+    def __init__(self) -> None:
+        self.kinds: list[tuple[str, int]] = []      # (kind, rank) of the patterns ending here
+        self.children: dict[str, _Trie] = {}        # property name → node
+        self.items: _Trie | None = None             # the node of this list's items ("[]")
+        self.dated: tuple[str, ...] = ()            # properties that are dates
+        self.deeper: tuple[tuple[str, _Trie], ...] = ()  # properties with patterns below them
+        self.self_dated = False                     # this node is a date field
+
+    def _finish(self) -> None:
+        self.self_dated = any(kind == "isodate" for kind, _ in self.kinds)
+        for child in self.children.values():
+            child._finish()
+        if self.items is not None:
+            self.items._finish()
+        self.dated = tuple(key for key, c in self.children.items() if c.self_dated)
+        self.deeper = tuple((key, c) for key, c in self.children.items() if c.children or c.items is not None)
+
+
 @cache
-def _field_trie() -> dict[str, Any]:
-    """Every checked field pattern as a trie (key or "[]" → child); a node's ``""`` lists (kind, rank) pairs.
+def _field_trie() -> _Trie:
+    """Every checked field pattern as a trie (property or "[]" → child); a node lists (kind, rank) pairs.
 
     The rank is the pattern's place in ``field_patterns(kind)``, so issues come out in the order the
     per-pattern checks have always listed them.
     """
-    root: dict[str, Any] = {}
+    root = _Trie()
     for kind in _KINDS + ("scoring",):
         patterns = (_SCORING,) if kind == "scoring" else field_patterns(kind)
         for rank, pattern in enumerate(patterns):
             node = root
             for step in pattern:
-                node = node.setdefault(step, {})
-            node.setdefault("", []).append((kind, rank))
+                if step == "[]":
+                    node.items = node = node.items or _Trie()
+                else:
+                    node = node.children.setdefault(step, _Trie())
+            node.kinds.append((kind, rank))
+    root._finish()
     return root
 
 
@@ -160,7 +189,7 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
         else:
             _check_scoring(value, path, lambda p, r, m: err(kind, rank, p, r, m))
 
-    def walk_dict(node: dict[str, Any], path: tuple[str | int, ...], trie: dict[str, Any] | None) -> None:
+    def walk_dict(node: dict[str, Any], path: tuple[str | int, ...], trie: _Trie | None) -> None:
         if path and isinstance(eid := node.get("id"), str):
             if eid in ids:
                 err("id", 0, path + ("id",), "case.id.duplicate",
@@ -174,11 +203,12 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
                 start, end = iso_of(node[start_key]), iso_of(node["end"])
                 if start and end and not check_real(start) and not check_real(end) and precedes(start, end):
                     err("period", 0, path + ("end",), "case.period", f"ends ({end}) before it starts ({start_key} {start})")
+        children = trie.children if trie is not None else None
         for key, value in node.items():
-            sub = trie.get(key) if trie is not None else None
-            if sub is not None and "" in sub:
+            sub = children.get(key) if children is not None else None
+            if sub is not None and sub.kinds:
                 where = path + (key,)
-                for kind, rank in sub[""]:
+                for kind, rank in sub.kinds:
                     check(kind, rank, where, value)
             if value.__class__ in _SCALARS:
                 continue
@@ -187,9 +217,9 @@ def semantic_issues(doc: dict[str, Any], locate: Locate, ids: dict[str, str]) ->
             elif isinstance(value, list):
                 walk_list(value, path + (key,), sub)
 
-    def walk_list(node: list[Any], path: tuple[str | int, ...], trie: dict[str, Any] | None) -> None:
-        sub = trie.get("[]") if trie is not None else None
-        kinds = sub.get("") if sub is not None else None
+    def walk_list(node: list[Any], path: tuple[str | int, ...], trie: _Trie | None) -> None:
+        sub = trie.items if trie is not None else None
+        kinds = sub.kinds if sub is not None else None
         for i, value in enumerate(node):
             if kinds:
                 for kind, rank in kinds:

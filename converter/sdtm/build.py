@@ -190,8 +190,8 @@ class StudyBuilder:
                     _split_comment(row.values)
             if len(rows) > 1:
                 _sort_rows(rows, sort_keys(domain, rows[0].values))
-            seqvar = f"{domain}SEQ"
-            if metadata.is_variable(domain, seqvar):
+            seqvar = _seq_variable(domain)
+            if seqvar:
                 for n, row in enumerate(rows, 1):
                     row.values[seqvar] = n
                     seq_of[id(row)] = (domain, seqvar, n)
@@ -201,8 +201,13 @@ class StudyBuilder:
             out[domain] = [r.values for r in rows]
         self._supp(mapped.rows, seq_of, usubjid, out)
         self._relrec(mapped.rows, seq_of, usubjid, out)
+        try:
+            ascii_only = orjson.dumps(out).isascii()  # one C-level pass: orjson writes non-ASCII text as UTF-8
+        except TypeError:
+            ascii_only = False  # a value orjson cannot write: look dataset by dataset
         for name, rows in out.items():
-            self._ascii(name, rows)
+            if not ascii_only:
+                self._ascii(name, rows)
             self.rows.setdefault(name, []).extend(rows)
         return out
 
@@ -323,6 +328,12 @@ class StudyBuilder:
         for dataset in self.datasets(release):
             study.datasets[dataset.name] = dataset
         return study
+
+
+@cache
+def _seq_variable(domain: str) -> str:
+    """--SEQ of a domain when SDTMIG defines it, else ""."""
+    return f"{domain}SEQ" if metadata.is_variable(domain, f"{domain}SEQ") else ""
 
 
 @cache

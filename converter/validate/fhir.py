@@ -225,8 +225,11 @@ def _clean(bundle: dict, terminology: Terminology | None) -> bool:
     refs = fhir_fast.references(text)
     if refs is None:
         return False
-    if not all(_resolves(ref, frozenset(), found.full_urls, found.typed) for ref in refs - found.full_urls):
-        return False
+    unresolved = refs - found.full_urls   # usually none: references point at fullUrls
+    if unresolved:
+        typed = _bundle_index(bundle)[1]   # the top level only: entries() found no bundle inside
+        if not all(_resolves(ref, frozenset(), found.full_urls, typed) for ref in unresolved):
+            return False
     pairs = fhir_fast.codings(text, _checked_systems_utf8())
     return pairs is not None and _all_known(pairs, terminology if terminology is not None else _default_terminology())
 

@@ -197,17 +197,16 @@ def precompile() -> None:
 
 @dataclass(slots=True)
 class Entries:
-    """A bundle's resources grouped for the validator (see ``_schema``), and what references resolve to."""
+    """A bundle's resources grouped for the validator (see ``_schema``), and the entries' fullUrls."""
 
     groups: dict[str, list[dict]]
     full_urls: set[str]   # as fhir._bundle_index
-    typed: set[str]
 
 
 def entries(bundle: dict) -> Entries | None:
     """Group the bundle's entries; None when the fast path does not apply (a bundle inside the bundle)."""
     names = _compiled()[1]
-    found = Entries({"cb-root": [bundle]}, set(), set())
+    found = Entries({"cb-root": [bundle]}, set())
     groups = found.groups
     try:
         for entry in bundle.get("entry") or ():
@@ -223,9 +222,6 @@ def entries(bundle: dict) -> Entries | None:
                 rtype = resource.get("resourceType")
                 if rtype == "Bundle":
                     return None
-                rid = resource.get("id")
-                if isinstance(rid, str):
-                    found.typed.add(f"{rtype}/{rid}")
             for item in (resource, outcome):
                 if isinstance(item, dict):
                     meta = item.get("meta")
@@ -265,12 +261,11 @@ def codings(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, str]] | No
     when one's ``code`` is not a plain string right before or after its ``system``."""
     if not checked:
         return set()
-    pairs: set[tuple[bytes, bytes]] = set()
-    for system, adjacent, code in _checked_system(checked).findall(text):
+    found = set(_checked_system(checked).findall(text))   # (system, ',"code":"…"' or b"", code), each once
+    for _, adjacent, _ in found:
         if not adjacent:
             return _codings_anywhere(text, checked)
-        pairs.add((system, code))
-    return {(system.decode(), code.decode()) for system, code in pairs}
+    return {(system.decode(), code.decode()) for system, _, code in found}
 
 
 def _codings_anywhere(text: bytes, checked: frozenset[bytes]) -> set[tuple[str, str]] | None:

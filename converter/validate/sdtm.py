@@ -638,10 +638,10 @@ def _check_supp_local(t: _Table, report: _Report) -> None:
     parent = t.meta.domain
     rows = t.rows
     try:
-        qnams = map(dict.get, rows, repeat("QNAM"))
+        qnams = list(map(dict.get, rows, repeat("QNAM")))
         keys = set(zip(map(dict.get, rows, repeat("USUBJID")), map(dict.get, rows, repeat("IDVAR")),
                        _texts(map(dict.get, rows, repeat("IDVARVAL"))), qnams))
-        standard = any(isinstance(key[3], str) and _is_variable(parent, key[3]) for key in keys)
+        standard = any(isinstance(qnam, str) and _is_variable(parent, qnam) for qnam in set(qnams))
     except TypeError:  # an unhashable cell: the loop below reports (or raises) as it always has
         keys, standard = set(), True
     if len(keys) == len(rows) and not standard:
@@ -680,12 +680,12 @@ def check_subject(study_id: str, tables: dict[str, _Table], report: _Report) -> 
         if t.name != "DM" and "USUBJID" in t.columns:
             if dm is None:
                 report.add("sdtm.usubjid.dm", f"DM is not in the study: USUBJIDs of {t.name} cannot be checked", t.name)
-            else:
+            elif not _all_in(t.rows, "USUBJID", subjects):
                 for index, row in enumerate(t.rows):
                     if row.get("USUBJID") is not None and row["USUBJID"] not in subjects:
                         report.add("sdtm.usubjid.dm", f"USUBJID {row['USUBJID']!r} is not in DM",
                                    t.where(index, "USUBJID"), f"{t.name}.USUBJID")
-        if study_ids and "STUDYID" in t.columns:
+        if study_ids and "STUDYID" in t.columns and not _all_in(t.rows, "STUDYID", study_ids):
             for index, row in enumerate(t.rows):
                 if row.get("STUDYID") is not None and row["STUDYID"] not in study_ids:
                     report.add("sdtm.studyid.consistent", f"STUDYID {row['STUDYID']!r} differs from "
@@ -693,6 +693,16 @@ def check_subject(study_id: str, tables: dict[str, _Table], report: _Report) -> 
                                f"{t.name}.STUDYID")
     _check_references(tables, report)
     _check_study_days(tables, report)
+
+
+def _all_in(rows: list[dict[str, Cell]], var: str, allowed: set[Cell]) -> bool:
+    """Every row's ``var`` is null or in ``allowed``; False also when some cell cannot be looked up (unhashable)."""
+    try:
+        values = set(map(dict.get, rows, repeat(var)))
+    except TypeError:
+        return False
+    values.discard(None)
+    return values <= allowed
 
 
 def check_rules(tables: dict[str, _Table], report: _Report) -> None:
@@ -770,22 +780,30 @@ def _references_resolve(t: _Table, is_supp: bool, domains: dict[str, list[_Table
     RDOMAIN by IDVAR/IDVARVAL, so that ``_check_references`` has nothing to report for ``t``; False when it
     may have (a null IDVAR or IDVARVAL, an unknown dataset or variable, a missing record, ...)."""
     rows = t.rows
+    rdomains = list(map(dict.get, rows, repeat("RDOMAIN")))
+    if None in rdomains:  # a record without RDOMAIN refers to nothing (CO: a comment on the subject)
+        rows = [row for row, rdomain in zip(rows, rdomains) if rdomain is not None]
+        rdomains = list(map(dict.get, rows, repeat("RDOMAIN")))
     idvarvals = list(map(dict.get, rows, repeat("IDVARVAL")))
     if None in idvarvals:
         return False
+    idvars = list(map(dict.get, rows, repeat("IDVAR")))
     try:
-        found = set(zip(map(dict.get, rows, repeat("RDOMAIN")), map(dict.get, rows, repeat("IDVAR")),
-                        map(dict.get, rows, repeat("USUBJID")), _texts(idvarvals)))
-        pairs = {(rdomain, idvar) for rdomain, idvar, _, _ in found}
+        pairs = set(zip(rdomains, idvars))
+        for rdomain, idvar in pairs:
+            if idvar is None or (is_supp and rdomain != t.domain) or rdomain not in domains \
+                    or not any(idvar in p.columns for p in domains[rdomain]):
+                return False
+        records = zip(map(dict.get, rows, repeat("USUBJID")), _texts(idvarvals))
+        if len(pairs) == 1:  # one (RDOMAIN, IDVAR), as in a SUPP-- of record qualifiers
+            (rdomain, idvar), = pairs
+            return set(records) <= keys(rdomain, idvar)
+        wanted: dict[tuple[Cell, Cell], set[tuple[Cell, str]]] = {}
+        for pair, record in zip(zip(rdomains, idvars), records):
+            wanted.setdefault(pair, set()).add(record)
+        return all(found <= keys(rdomain, idvar) for (rdomain, idvar), found in wanted.items())
     except TypeError:  # an unhashable cell
         return False
-    for rdomain, idvar in pairs:
-        if rdomain is None:
-            continue
-        if idvar is None or (is_supp and rdomain != t.domain) or rdomain not in domains \
-                or not any(idvar in p.columns for p in domains[rdomain]):
-            return False
-    return all(rdomain is None or (usubjid, text) in keys(rdomain, idvar) for rdomain, idvar, usubjid, text in found)
 
 
 def _check_study_days(tables: dict[str, _Table], report: _Report) -> None:

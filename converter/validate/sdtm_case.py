@@ -12,9 +12,10 @@ its message, location and order.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, compress, repeat
 from typing import Any, Callable
 
 from converter.mapping.terminology import Terminology
@@ -52,28 +53,27 @@ class _Finding:
 
 
 class _Memo:
-    """Verdicts on the values of one variable; ``clean`` holds, per Python type, the values without a finding."""
+    """Verdicts on the values of one variable, and the values without a finding: ``text`` the text ones and
+    null, ``typed`` every one as (type, value), so that ``1``, ``1.0`` and ``True`` stay apart."""
 
-    __slots__ = ("verdicts", "clean", "none_clean", "quick")
+    __slots__ = ("verdicts", "text", "typed", "quick")
 
     def __init__(self, quick: Callable[[Any], bool] | None = None) -> None:
         self.quick = quick  # proves a value finding-free without the detailed checks (plain variables only)
         self.verdicts: dict[Any, Any] = {}
-        self.clean: dict[type, set[Any]] = {str: set()}
-        self.none_clean = False
+        self.text: set[Any] = set()
+        self.typed: set[tuple[type, Any]] = set()
 
     def remember(self, key: Any, value: Any, verdict: Any) -> None:
-        if len(self.verdicts) >= _MEMO_LIMIT:
-            self.__init__(self.quick)  # type: ignore[misc]  # start again rather than grow without bound
+        if len(self.verdicts) >= _MEMO_LIMIT:  # start again rather than grow without bound
+            self.verdicts.clear()
+            self.text.clear()  # in place: the layouts of the plans hold these sets
+            self.typed.clear()
         self.verdicts[key] = verdict
-        if verdict is not None:
-            return
-        if value is None:
-            self.none_clean = True
-            for values in self.clean.values():
-                values.add(None)
-        else:
-            self.clean.setdefault(value.__class__, {None} if self.none_clean else set()).add(value)
+        if verdict is None:
+            self.typed.add((value.__class__, value))
+            if value is None or value.__class__ is str:
+                self.text.add(value)
 
 
 _IGNORED = _Memo()  # the memo of a variable the dataset does not have: the one-subject study drops its values
@@ -188,6 +188,24 @@ def _types(prop: dict[str, Any]) -> set[str]:
     return {kind} if isinstance(kind, str) else set(kind)
 
 
+class _Layout:
+    """The variables :meth:`_Plan.scan` judges in rows that hold a given set of variables (the Required ones
+    too; not those the dataset does not have): Char ones by their text values, Num ones by (type, value)."""
+
+    __slots__ = ("variables", "text", "text_gets", "text_clean", "typed", "typed_gets", "typed_clean")
+
+    def __init__(self, plan: _Plan, names: list[str]):
+        self.variables = [var for var in names if plan.memo(var) is not _IGNORED]
+        numeric = {var for var in self.variables
+                   if metadata.variable(plan.name, var, include_class=True).type == "Num"}  # type: ignore[union-attr]
+        self.text = [var for var in self.variables if var not in numeric]
+        self.typed = [var for var in self.variables if var in numeric]
+        self.text_gets = [repeat(var) for var in self.text]  # endless: map(dict.get, rows, get) takes len(rows)
+        self.typed_gets = [repeat(var) for var in self.typed]
+        self.text_clean = [plan.memos[var].text for var in self.text]
+        self.typed_clean = [plan.memos[var].typed for var in self.typed]
+
+
 class _Plan:
     """One dataset's checks: which variables must be populated, the verdict memo of each variable, CT pairs."""
 
@@ -204,6 +222,8 @@ class _Plan:
         self.required = frozenset(nonnull & always)  # in every row of the one-subject study: null is a finding
         self.fast = not (nonnull - always)  # a non-nullable Perm variable: judged on the detailed path
         self.memos: dict[str, _Memo] = {}
+        self.layouts: dict[frozenset[str], _Layout] = {}
+        self.shapes: dict[frozenset[str], _Shape] = {}
         prefix = self.meta.prefix
         self.pairs = [(prefix + code[2:], prefix + text[2:]) for code, text in rules()["sdtm.ct.pair"].params["pairs"]]
         self.pair_memo: dict[tuple[str, Cell, Cell], bool] = {}
@@ -274,33 +294,44 @@ class _Plan:
             memo.remember(key, value, verdict)
         return verdict
 
+    def layout(self, present: frozenset[str]) -> _Layout:
+        """How :meth:`scan` looks at rows holding the variables ``present`` (worked out once per set)."""
+        layout = self.layouts.get(present)
+        if layout is None:
+            if len(self.layouts) >= _MEMO_LIMIT:
+                self.layouts.clear()
+            layout = self.layouts[present] = _Layout(self, sorted(present | self.required))
+        return layout
+
     def scan(self, rows: list[dict[str, Cell]]) -> tuple[list[tuple[int, str, _Finding]], set[str], bool] | None:
         """Normalise and judge every cell, column by column and each distinct value once.
 
-        Returns the findings (row index, variable, finding) in row order, the variables with a value in some
-        row and whether a sort key changed; None when the case needs the detailed path.
+        A column whose distinct values are all known to be without a finding costs one set; the others are
+        judged value by value. Returns the findings (row index, variable, finding) in row order, the variables
+        with a value in some row and whether a sort key changed; None when the case needs the detailed path.
         """
+        layout = self.layout(frozenset().union(*rows))
+        try:
+            text = list(map(set, map(map, _GETS, repeat(rows), layout.text_gets)))
+            columns = [list(map(dict.get, rows, get)) for get in layout.typed_gets]
+            typed = list(map(set, map(zip, map(map, _TYPES, columns), columns)))
+        except TypeError:  # a list: not a cell yet
+            check = layout.variables
+            used: set[str] = set()
+        else:
+            used = set(compress(layout.text, map(_not, map(_EMPTY.issuperset, text))))
+            used.update(compress(layout.typed, map(_not, map(_TYPED_EMPTY.issuperset, typed))))
+            if all(map(set.issubset, text, layout.text_clean)) and all(map(set.issubset, typed, layout.typed_clean)):
+                return [], used, False
+            check = [var for var, ok in chain(zip(layout.text, map(set.issubset, text, layout.text_clean)),
+                                              zip(layout.typed, map(set.issubset, typed, layout.typed_clean)))
+                     if not ok]
+            used.difference_update(check)
         findings: list[tuple[int, str, _Finding]] = []
-        used: set[str] = set()
         resorted = False
-        for var in self.required.union(*rows):
-            memo = self.memos.get(var) or self.memo(var)
-            if memo is _IGNORED:
-                continue
-            try:
-                values = set(map(dict.get, rows, repeat(var)))
-            except TypeError:  # a list: not a cell yet
-                values = None
-            if values is not None and values <= memo.clean[str]:  # text and nulls without a finding
-                if not values <= _EMPTY:
-                    used.add(var)
-                continue
+        for var in check:
+            memo = self.memos[var]
             column = list(map(dict.get, rows, repeat(var)))
-            kinds = set(map(type, column))
-            kinds.discard(type(None))
-            if values is not None and len(kinds) == 1 and values <= memo.clean.get(kinds.pop(), _EMPTY):
-                used.add(var)  # numbers without a finding
-                continue
             distinct = _distinct(column)
             verdicts = [self.verdict(memo, var, value) for value in distinct]
             if any(v.__class__ is _Convert for v in verdicts):
@@ -328,16 +359,24 @@ class _Plan:
         findings.sort(key=lambda f: f[0])
         return findings, used, resorted
 
-    def pairs_ok(self, table: _Table) -> bool:
-        """No --TESTCD/--TEST pair of different CT terms (``sdtm.ct.pair``) in the table."""
-        for code_var, name_var in self.pairs:
-            if code_var not in table.declared or name_var not in table.declared:
-                continue
-            for row in table.rows:
-                key = (code_var, row.get(code_var), row.get(name_var))
+    def shape(self, used: frozenset[str]) -> _Shape:
+        """The dataset's variables and what :func:`_fast` needs of them when ``used`` have a value."""
+        shape = self.shapes.get(used)
+        if shape is None:
+            if len(self.shapes) >= _MEMO_LIMIT:
+                self.shapes.clear()
+            shape = self.shapes[used] = _Shape(self, used)
+        return shape
+
+    def pairs_ok(self, table: _Table, pairs: list[tuple[str, str]]) -> bool:
+        """No --TESTCD/--TEST pair of different CT terms (``sdtm.ct.pair``) in the table (``pairs``: its pairs)."""
+        for code_var, name_var in pairs:
+            rows = table.rows
+            for code, text in set(zip(map(dict.get, rows, repeat(code_var)), map(dict.get, rows, repeat(name_var)))):
+                key = (code_var, code, text)
                 ok = self.pair_memo.get(key)
                 if ok is None:
-                    one = _Table(self.name, self.meta, [code_var, name_var], [{code_var: key[1], name_var: key[2]}],
+                    one = _Table(self.name, self.meta, [code_var, name_var], [{code_var: code, name_var: text}],
                                  {v: table.declared[v] for v in (code_var, name_var)}, self.label)
                     report = _Report(MAX_PER_CHECK)
                     _check_ct(one, report, self.compiled.codelists)
@@ -348,6 +387,24 @@ class _Plan:
                 if not ok:
                     return False
         return True
+
+
+class _Shape:
+    """A dataset's variables when ``used`` have a value (SDTMIG order), its keys, whether its metadata alone
+    passes the XPT guards, whether every variable is Char, and its --TESTCD/--TEST pairs."""
+
+    __slots__ = ("variables", "names", "keys", "declared", "order", "xpt_ok", "all_char", "pairs")
+
+    def __init__(self, plan: _Plan, used: frozenset[str]):
+        name = plan.name
+        self.variables = list(variables_used(name, used))
+        self.names = [v.name for v in self.variables]
+        self.keys = [k for k in sort_keys(name, self.names) if k in self.names]
+        self.declared = {v.name: v for v in self.variables}
+        self.order = {n: i for i, n in enumerate(self.names)}
+        self.xpt_ok = plan.compiled.xpt_ok(name, self.variables, self.keys)
+        self.all_char = all(v.type == "Char" for v in self.variables)
+        self.pairs = [(c, n) for c, n in plan.pairs if c in self.declared and n in self.declared]
 
 
 # --- the fast path ---------------------------------------------------------------------------------------------
@@ -369,20 +426,18 @@ def _fast(rows: dict[str, list[dict[str, Cell]]], compiled: _Compiled, study_id:
         findings, used, resorted = scanned
         if resorted or not plan.sorted_by_add:
             unsorted.add(name)
-        variables = list(variables_used(name, frozenset(used)))
-        names = [v.name for v in variables]
-        keys = [k for k in sort_keys(name, names) if k in names]
+        shape = plan.shape(frozenset(used))
         if xpt:
-            if not compiled.xpt_ok(name, variables, keys):
+            if not shape.xpt_ok:
                 return None
-            if all(v.type == "Char" for v in variables) and _has_blank_row(data, names):
+            if shape.all_char and _has_blank_row(data, shape.names):
                 return None  # a blank record: XPT warns about the last one
-        table = _Table(name, plan.meta, names, data, {v.name: v for v in variables}, plan.label, keys)
-        if not plan.pairs_ok(table):
+        table = _Table(name, plan.meta, shape.names, data, shape.declared, plan.label, shape.keys)
+        if shape.pairs and not plan.pairs_ok(table, shape.pairs):
             return None
         tables[name] = table
         if findings:
-            order = {n: i for i, n in enumerate(names)}
+            order = shape.order
             for index, var, finding in findings:
                 if finding.schema:
                     report.add(finding.rule, finding.message, table.where(index, var), f"{name}.{var}")
@@ -400,6 +455,10 @@ def _fast(rows: dict[str, list[dict[str, Cell]]], compiled: _Compiled, study_id:
 
 _TEXT = frozenset({str, type(None)})
 _EMPTY = frozenset({None, ""})
+_TYPED_EMPTY = frozenset({(type(None), None), (str, "")})
+_GETS = repeat(dict.get)
+_TYPES = repeat(type)
+_not = operator.not_
 
 
 def _has_blank_row(rows: list[dict[str, Cell]], names: list[str]) -> bool:
