@@ -306,7 +306,7 @@ def _quarantine(result: CaseResult, text: str, out: Path, report: RunReport) -> 
 
 
 def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, formats: set[str], stamp: datetime,
-                report: RunReport, jobs: int) -> None:
+                report: RunReport, jobs: int = 1) -> None:
     """Check and write the study a dataset at a time (``jobs`` processes share the datasets)."""
     from converter.study_end import write_study_end
 
