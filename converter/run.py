@@ -10,7 +10,6 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -244,7 +243,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         if ndjson is not None:
             report.files += [str(p) for p in ndjson.commit()]
         if "sdtm" in options.to and builder:
-            _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report)
+            _write_sdtm(builder, out, mapping_set, set(sdtm_formats), stamp, report, jobs)
         _remove_stale_case_files(out, set(report.files), fhir="fhir" in options.to, ndjson=ndjson is not None)
         sync_all()  # one flush for the per-case files written without fsync
         stage_totals["write"] += time.perf_counter() - t0
@@ -307,45 +306,13 @@ def _quarantine(result: CaseResult, text: str, out: Path, report: RunReport) -> 
 
 
 def _write_sdtm(builder: StudyBuilder, out: Path, mapping_set: MappingSet, formats: set[str], stamp: datetime,
-                report: RunReport) -> None:
-    """Check and write the study a dataset at a time: one assembled dataset, or a part of a spilled one, at once."""
-    from converter.sdtm.build import DatasetParts
-    from converter.sdtm.model import Study
-    from converter.validate.sdtm import StudyCheck
-    from converter.write import StudyWriter
+                report: RunReport, jobs: int = 1) -> None:
+    """Check and write the study a dataset at a time (``jobs`` processes share the datasets)."""
+    from converter.study_end import write_study_end
 
     _remove_stale(out / "sdtm", builder.names())
-    check = StudyCheck(mapping_set.terminology)  # rows were validated per case: the study-level checks
-    refused: list[str] = []
-    shell = Study(builder.study_id, ct_version=builder.ct_version)
-
-    def failed(name: str, found: list[Issue]) -> bool:
-        return any(i.severity == "error" and i.location.split("[")[0].split(".")[0] == name for i in found)
-
-    with StudyWriter(shell, out, mapping_set.terminology, formats, stamp) as writer, closing(builder):
-        for dataset in builder.datasets(release=True, parts=True):
-            if isinstance(dataset, DatasetParts):  # spilled: checked and written a part at a time when it can be
-                with dataset:
-                    mark = check.mark()
-                    found = check.add_parts(dataset.parts(ordered=True)) if dataset.mergeable else None
-                    if found is not None and failed(dataset.shell.name, found):
-                        refused.append(dataset.shell.name)
-                        continue
-                    if found is not None and writer.add_parts(dataset):
-                        continue
-                    check.rollback(mark)
-                    dataset = dataset.assemble()  # a problem to report by row: the whole dataset, as in memory
-            found = check.add(dataset)
-            if failed(dataset.name, found):
-                refused.append(dataset.name)
-            else:
-                writer.add(dataset)
-            del dataset  # let go of it before the next one is assembled
-        report.add_issues(check.finish())
-        report.add_issues([Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name)
-                           for name in refused])
-        paths, write_issues = writer.finish()
-    report.add_issues(write_issues)
+    paths, issues = write_study_end(builder, out, mapping_set.terminology, formats, stamp, jobs)
+    report.add_issues(issues)
     report.files += [str(p) for p in paths]
 
 

@@ -104,10 +104,13 @@ def test_a_failure_while_writing_the_study_leaves_no_temporary_file(tmp_path: Pa
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     spills = _record_spills(monkeypatch)
 
+    written: list[object] = []  # datasets given to a writer so far (each dataset has a writer of its own)
+
     def failing(original: Any) -> Any:
         def fail(self: StudyWriter, dataset: object) -> Any:
-            if self.summaries:
+            if written:  # the second dataset: the first one's files are staged
                 raise RuntimeError("disk on fire")
+            written.append(dataset)
             return original(self, dataset)
         return fail
 

@@ -290,20 +290,37 @@ class StudyBuilder:
         dataset that spilled as :class:`DatasetParts` instead, to be read a part at a time (and closed).
         """
         for name in sorted(self.names()):
-            spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
-            held = self._held(name, release)
-            if spill is None:
-                yield _assemble(name, held)  # the generator keeps no reference to it
-                continue
-            stored = DatasetParts(name, spill, _Run.of(name, held), own=release)
-            del held
-            if parts:
-                yield stored
-            else:
-                with closing(stored) if release else nullcontext():
-                    whole = stored.assemble()
-                del stored
-                yield whole
+            yield self.dataset(name, release, parts)  # the generator keeps no reference to it
+
+    def dataset(self, name: str, release: bool = False, parts: bool = False) -> Dataset | DatasetParts:
+        """One dataset, as :meth:`datasets` gives it (``release``: its rows are taken from the builder)."""
+        spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
+        held = self._held(name, release)
+        if spill is None:
+            return _assemble(name, held)
+        stored = DatasetParts(name, spill, _Run.of(name, held), own=release)
+        del held
+        if parts:
+            return stored
+        with closing(stored) if release else nullcontext():
+            return stored.assemble()
+
+    def sizes(self) -> dict[str, int]:
+        """The number of rows the builder holds of each dataset (held, added or spilled)."""
+        sizes = {name: columns.count for name, columns in self.accepted.items()}
+        for name, rows in self.rows.items():
+            sizes[name] = sizes.get(name, 0) + len(rows)
+        for name, spill in self.spilled.items():
+            sizes[name] = sizes.get(name, 0) + spill.count
+        return sizes
+
+    def release(self, name: str) -> None:
+        """Let go of every row of one dataset without reading them (another process wrote it)."""
+        spill = self.spilled.pop(name, None)
+        if spill is not None:
+            spill.close()
+        self.accepted.pop(name, None)
+        self.rows.pop(name, None)
 
     def _held(self, name: str, release: bool) -> Columns:
         """The rows of one dataset held in memory: accepted, then added (``release``: taken from the builder)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, cast
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, cast
 
 import jsonschema_rs
 
@@ -235,6 +235,14 @@ def validate_study(study: Study, terminology: Terminology, *, max_per_check: int
     return check_study(study, terminology, max_per_check=max_per_check)
 
 
+class CheckFound(NamedTuple):
+    """What a :class:`StudyCheck` found (picklable): issues in order, cell-level counts, dataset names."""
+
+    issues: list[Issue]
+    counts: Counter[tuple[str, str]]
+    names: set[str]
+
+
 class StudyCheck:
     """``validate_study(rows_checked=True)`` a dataset at a time, so each can be let go once it is checked.
 
@@ -245,6 +253,20 @@ class StudyCheck:
         self.report = _Report(max_per_check)
         self.codelists = codelist_index(terminology)
         self.names: set[str] = set()
+
+    def found(self) -> CheckFound:
+        """What the datasets added so far raised, for :meth:`merge` into another check of the same study."""
+        return CheckFound(self.report.issues, self.report.counts, self.names)
+
+    def merge(self, found: CheckFound) -> None:
+        """Take what another check of the same study found; its datasets come next in the study's order.
+
+        The cap of every cell-level check is per dataset and variable, so checking datasets apart (in other
+        processes) and merging them in order gives the issues one check of them all gives.
+        """
+        self.report.issues += found.issues
+        self.report.counts.update(found.counts)
+        self.names |= found.names
 
     def add(self, ds: Dataset) -> list[Issue]:
         """Run the study-level checks of one dataset; returns the issues it raised (its summaries come at the end)."""

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 from converter.errors import CaseBridgeError
 from converter.mapping.terminology import Terminology
@@ -85,6 +85,17 @@ def write_study(study: Study, out_dir: Path, terminology: Terminology,
         return writer.finish()
 
 
+class WriterFound(NamedTuple):
+    """What a :class:`StudyWriter` did (picklable): issues, staged (temporary, target) files, define.xml
+    summaries, stale files to remove, the first write error."""
+
+    issues: list[Issue]
+    staged: list[tuple[Path, Path]]
+    summaries: list[DatasetDefine]
+    stale: list[Path]
+    failure: OSError | None
+
+
 class StudyWriter:
     """:func:`write_study` one dataset at a time, so a caller can build, write and let go of each in turn.
 
@@ -114,9 +125,27 @@ class StudyWriter:
         self.failure: OSError | None = None
         self.summaries: list[DatasetDefine] = []
         self.stale: list[Path] = []
+        self.setup = len(self.issues)  # issues of the options, not of a dataset
 
     def __enter__(self) -> StudyWriter:
         return self
+
+    def written(self) -> WriterFound:
+        """What :meth:`add` did so far, for :meth:`merge` into another writer of the same study and options.
+
+        The staged files become the caller's to commit or discard (this writer forgets them).
+        """
+        staged = list(self.staging.staged)
+        self.staging.staged.clear()
+        return WriterFound(self.issues[self.setup:], staged, self.summaries, self.stale, self.failure)
+
+    def merge(self, found: WriterFound) -> None:
+        """Take what another writer of the same study wrote (its datasets come next in name order)."""
+        self.issues += found.issues
+        self.staging.staged += found.staged
+        self.summaries += found.summaries
+        self.stale += found.stale
+        self.failure = self.failure or found.failure
 
     def __exit__(self, *exc: object) -> None:
         self.staging.discard()

@@ -1,0 +1,123 @@
+"""The end of a run shared among processes: the same bytes and issues as one process doing every dataset.
+
+Real runs: generated cases and the samples converted with one job and with several, in memory and spilled; a
+process that dies or fails leaves its datasets to the main process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from converter import study_end
+from converter.run import convert
+
+from test_sdtm_spill import SAMPLES, _gen_cases, _tree
+
+CREATED = "2024-01-02T03:04:05"
+CHILD_MAIN = study_end._child_main  # the real one, for the stand-ins below
+
+
+def _convert(out: Path, inputs: list[str], **options: Any) -> Any:
+    from datetime import datetime
+
+    return convert(inputs, out, created=datetime.fromisoformat(CREATED), **options)
+
+
+def _children(monkeypatch: pytest.MonkeyPatch) -> list[study_end._Child]:
+    """Every process the end of a run starts from now on."""
+    started: list[study_end._Child] = []
+
+    class Recorded(study_end._Child):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(study_end, "_Child", Recorded)
+    return started
+
+
+def _leftovers(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".casebridge-" in p.name]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return [*SAMPLES, _gen_cases(tmp_path_factory.mktemp("in") / "gen", 30)]
+
+
+@pytest.fixture(scope="module")
+def one_job(tmp_path_factory: pytest.TempPathFactory, inputs: list[str]) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("one") / "out"
+    _convert(out, inputs, jobs=1)
+    return _tree(out)
+
+
+def _without_jobs(tree: dict[str, bytes]) -> dict[str, bytes]:
+    report = orjson.loads(tree["report.json"])
+    report["casebridge"]["options"].pop("jobs")
+    return {**tree, "report.json": orjson.dumps(report)}
+
+
+@pytest.mark.parametrize("jobs,memory", [(2, None), (3, None), (2, 1)])
+def test_datasets_shared_among_processes_give_the_bytes_of_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               inputs: list[str], one_job: dict[str, bytes],
+                                                               jobs: int, memory: int | None) -> None:
+    """In memory and spilled (1 MB holds fewer rows than these cases have), two and three processes."""
+    started = _children(monkeypatch)
+    out = tmp_path / "out"
+    _convert(out, inputs, jobs=jobs, sdtm_memory_mb=memory)
+    assert len(started) == jobs - 1 and all(child.names for child in started)
+    assert all(child.process.exitcode == 0 for child in started)
+    shared = [name for child in started for name in child.names]
+    assert len(shared) == len(set(shared))
+    assert _without_jobs(_tree(out)) == _without_jobs(one_job)
+    assert not _leftovers(out)
+
+
+def _dies(builder: Any, names: list[str], settings: Any, send: Any) -> None:
+    os._exit(3)  # killed before it sends anything
+
+
+def _fails_late(builder: Any, names: list[str], settings: Any, send: Any) -> None:
+    """Finishes its first dataset, then fails on the next: its staged files must go, the parent redoes both."""
+    real = study_end._finish
+    calls = []
+
+    def finish(dataset: Any, settings: Any) -> Any:
+        calls.append(dataset)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real(dataset, settings)
+
+    study_end._finish = finish  # in the forked process only
+    CHILD_MAIN(builder, names, settings, send)
+
+
+@pytest.mark.parametrize("child", [_dies, _fails_late])
+def test_a_process_that_fails_leaves_its_datasets_to_the_main_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      inputs: list[str], one_job: dict[str, bytes],
+                                                                      child: Any) -> None:
+    started = _children(monkeypatch)
+    monkeypatch.setattr(study_end, "_child_main", child)
+    out = tmp_path / "out"
+    _convert(out, inputs, jobs=2)
+    assert len(started) == 1 and len(started[0].names) > 1
+    assert started[0].process.exitcode == (3 if child is _dies else 0)
+    assert _without_jobs(_tree(out)) == _without_jobs(one_job)
+    assert not _leftovers(out)
+
+
+def test_shares_put_the_largest_datasets_first_each_on_the_least_loaded_process() -> None:
+    sizes = {"AE": 10, "CM": 40, "DM": 1, "LB": 30, "SUPPCM": 35, "TR": 5}
+    assert study_end._shares(sizes, 1) == [sorted(sizes)]
+    two = study_end._shares(sizes, 2)
+    assert two == [["AE", "CM", "DM", "TR"], ["LB", "SUPPCM"]]  # CM, SUPPCM, LB, AE, TR, DM in turn: 56 and 65 rows
+    three = study_end._shares(sizes, 3)
+    assert sorted(n for share in three for n in share) == sorted(sizes) and len(three) == 3
+    assert study_end._shares({"DM": 1}, 4) == [["DM"]]  # no process without a dataset
+    assert study_end._shares({}, 2) == [[]]
