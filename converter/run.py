@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -21,7 +22,8 @@ from converter import __version__
 from converter.case.loader import Record, iter_input_paths, read_records
 from converter.errors import CaseBridgeError
 from converter.mapping.engine import MappingSet
-from converter.pipeline import STAGES, CaseResult, Options, Pipeline, init_worker, share_compiled, stage_output, work
+from converter.pipeline import (STAGES, CaseResult, Options, Pipeline, Settler, init_worker, share_compiled, stage_output,
+                                work)
 from converter.sdtm.build import StudyBuilder
 from converter.validate.issues import Issue, has_errors
 from converter.write.atomic import reproducible_timestamp, sync_all, write_bytes_atomic, write_chunks_atomic
@@ -219,6 +221,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
             share_compiled(None)
 
     produced = results()
+    settler = Settler()  # this process's memos (jobs 1) and the rows it keeps, out of the GC's full collections
     try:
         for record, result in produced:
             for name, value in result.timings.items():
@@ -234,6 +237,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
             else:
                 _quarantine(result, record.text, out, report)
             stage_totals["write"] += time.perf_counter() - t0
+            settler.case_done()
             if progress:
                 progress(result)
             if fail_fast and not result.ok:
@@ -253,6 +257,7 @@ def convert(inputs: list[str], out: Path, *, mappings: Path | None = None, to: I
         if ndjson is not None:
             ndjson.discard()
         remove_staging(staging)
+        gc.unfreeze()  # what the run froze (Pipeline, Settler) is the garbage collector's again
     report.timings = {**stage_totals, "total": time.perf_counter() - started}
     report.files.sort()
     write_chunks_atomic(out / "report.json", report.report_chunks())

@@ -72,3 +72,4 @@ def test_the_cells_held_are_not_tracked_by_the_garbage_collector() -> None:
     assert max(len(parts) for parts in columns._batches.values()) < JOIN  # joined as they accumulate
     assert max(len(parts) for parts in columns._joined.values()) <= 10
     assert columns.values["CMDOSE"] == [v for n in range(10 * JOIN) for v in (n, None)]
+
