@@ -121,3 +121,35 @@ def test_shares_put_the_largest_datasets_first_each_on_the_least_loaded_process(
     assert sorted(n for share in three for n in share) == sorted(sizes) and len(three) == 3
     assert study_end._shares({"DM": 1}, 4) == [["DM"]]  # no process without a dataset
     assert study_end._shares({}, 2) == [[]]
+
+
+def test_a_large_dataset_held_in_memory_is_written_a_part_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     inputs: list[str], one_job: dict[str, bytes]) -> None:
+    """Never spilled but over PART_ROWS rows: read in parts from its sorted rows, never whole, same bytes."""
+    from converter.sdtm import build
+
+    monkeypatch.setattr(build, "PART_ROWS", 40)
+    parted: list[tuple[str, bool]] = []
+    real = build.DatasetParts.__init__
+
+    def record(self: Any, name: str, spill: Any, rest: Any, own: bool = True) -> None:
+        parted.append((name, spill is None))
+        real(self, name, spill, rest, own)
+
+    monkeypatch.setattr(build.DatasetParts, "__init__", record)
+    monkeypatch.setattr(build, "_assemble", _forbidden_for_large(build._assemble))
+    out = tmp_path / "out"
+    _convert(out, inputs, jobs=1)
+    assert len(parted) > 3 and all(unspilled for _, unspilled in parted)
+    assert _tree(out) == one_job
+    assert not _leftovers(out)
+
+
+def _forbidden_for_large(assemble: Any) -> Any:
+    """``_assemble`` that refuses a dataset the end of the run should have read in parts."""
+    from converter.sdtm import build
+
+    def checked(name: str, stored: Any) -> Any:
+        assert stored.count <= build.PART_ROWS, f"{name} ({stored.count} rows) assembled whole"
+        return assemble(name, stored)
+    return checked

@@ -289,7 +289,8 @@ class StudyBuilder:
 
         ``release=True`` lets go of each dataset's stored rows as it is assembled (end of a run): a caller that
         drops each dataset before asking for the next holds one dataset at a time. ``parts=True`` gives a
-        dataset that spilled as :class:`DatasetParts` instead, to be read a part at a time (and closed).
+        dataset that spilled, or has more than :data:`PART_ROWS` rows, as :class:`DatasetParts` instead, to be
+        read a part at a time (and closed).
         """
         for name in sorted(self.names()):
             yield self.dataset(name, release, parts)  # the generator keeps no reference to it
@@ -298,7 +299,7 @@ class StudyBuilder:
         """One dataset, as :meth:`datasets` gives it (``release``: its rows are taken from the builder)."""
         spill = self.spilled.pop(name, None) if release else self.spilled.get(name)
         held = self._held(name, release)
-        if spill is None:
+        if spill is None and not (parts and held.count > PART_ROWS):  # small enough to be whole in memory
             return _assemble(name, held)
         stored = DatasetParts(name, spill, _Run.of(name, held), own=release)
         del held
@@ -518,7 +519,8 @@ class ColumnSpill:
 
 
 class DatasetParts:
-    """A dataset that spilled, read a part of its rows at a time: the bounded end of a large run.
+    """A large dataset read a part of its rows at a time: the bounded end of a run (its sorted runs spilled to
+    ``spill``, if any, and the rows still held in memory, sorted, as ``rest``).
 
     ``shell`` is the dataset without rows (variables, keys, labels) and ``count`` its number of rows;
     :meth:`parts` gives its rows :data:`PART_ROWS` at a time, in the dataset's order (a k-way merge of the
@@ -526,10 +528,10 @@ class DatasetParts:
     dataset, exactly as :meth:`StudyBuilder.study` assembles it. ``own``: :meth:`close` removes the spill.
     """
 
-    def __init__(self, name: str, spill: ColumnSpill, rest: _Run, own: bool = True):
+    def __init__(self, name: str, spill: ColumnSpill | None, rest: _Run, own: bool = True):
         self.spill, self.rest, self.own = spill, rest, own
-        self.count = spill.count + rest.count
-        self.used = spill.used | rest.used
+        self.count = (spill.count if spill is not None else 0) + rest.count
+        self.used = (spill.used if spill is not None else set()) | rest.used
         variables = _dataset_variables(name, self.used)
         self.names = [v.name for v in variables]
         self.keys = [k for k in sort_keys(name, self.names) if k in self.names]
@@ -540,7 +542,7 @@ class DatasetParts:
 
     def close(self) -> None:
         """Remove the spill file (when owned)."""
-        if self.own:
+        if self.own and self.spill is not None:
             self.spill.close()
 
     def __enter__(self) -> DatasetParts:
@@ -550,7 +552,8 @@ class DatasetParts:
         self.close()
 
     def _runs(self) -> list[Iterator[tuple[int, dict[str, list[Cell]]]]]:
-        return [*map(self.spill.read, range(len(self.spill.runs))), self.rest.pieces(PIECE_ROWS)]
+        spilled = [] if self.spill is None else list(map(self.spill.read, range(len(self.spill.runs))))
+        return [*spilled, self.rest.pieces(PIECE_ROWS)]
 
     def parts(self, ordered: bool) -> Iterator[Dataset]:
         """The rows about :data:`PART_ROWS` at a time as datasets (their rows are made from the columns when read)."""
