@@ -20,7 +20,7 @@ from typing import NamedTuple
 from converter.mapping.terminology import Terminology
 from converter.sdtm.build import DatasetParts, StudyBuilder
 from converter.sdtm.model import Dataset, Study
-from converter.validate.issues import Issue
+from converter.validate.issues import Issue, dataset_of
 from converter.validate.sdtm import CheckFound, StudyCheck
 from converter.write import StudyWriter, WriterFound
 
@@ -129,7 +129,7 @@ def _check_and_write(dataset: Dataset | DatasetParts, check: StudyCheck, writer:
 
 
 def _failed(name: str, found: list[Issue]) -> bool:
-    return any(i.severity == "error" and i.location.split("[")[0].split(".")[0] == name for i in found)
+    return any(i.severity == "error" and dataset_of(i.location) == name for i in found)
 
 
 class _Child:

@@ -139,11 +139,8 @@ class StudyBuilder:
 
     def close(self) -> None:
         """Remove the temporary files and let go of every row (a run that ends early)."""
-        for spill in self.spilled.values():
-            spill.close()
-        self.spilled.clear()
-        self.accepted.clear()
-        self.rows.clear()
+        for name in self.names():
+            self.release(name)
         self.held = 0
 
     def __bool__(self) -> bool:
@@ -318,7 +315,7 @@ class StudyBuilder:
         return sizes
 
     def release(self, name: str) -> None:
-        """Let go of every row of one dataset without reading them (another process wrote it)."""
+        """Let go of every row of one dataset without reading them (written by another process, or a run that ends)."""
         spill = self.spilled.pop(name, None)
         if spill is not None:
             spill.close()
@@ -333,9 +330,7 @@ class StudyBuilder:
         if held is not None:
             stored.append(held, take=release)
         if rows is not None:
-            added = Columns()
-            added.extend(rows)
-            stored.append(added, take=True)
+            stored.extend(rows)
         return stored
 
     def study(self, release: bool = False) -> Study:

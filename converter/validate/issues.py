@@ -36,6 +36,11 @@ def has_errors(issues: Iterable[Issue]) -> bool:
     return any(i.severity == "error" for i in issues)
 
 
+def dataset_of(location: str) -> str:
+    """The SDTM dataset an issue location names (``AE`` of ``AE[USUBJID=X,AESEQ=1].AETOXGR`` or ``AE.AETOXGR``)."""
+    return location.split("[")[0].split(".")[0]
+
+
 def location_key(issue: Issue) -> tuple[str, int, int, str]:
     """Sort key: file, then line and column as numbers (``f:10:2`` after ``f:9:5``)."""
     head, _, rest = issue.location.partition(":")

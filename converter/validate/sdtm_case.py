@@ -22,7 +22,7 @@ from converter.mapping.terminology import Terminology
 from converter.sdtm import metadata
 from converter.sdtm.build import StudyBuilder, _cell, _keys, sort_keys, variables_used
 from converter.sdtm.model import Cell, Dataset, Variable
-from converter.validate.issues import Issue
+from converter.validate.issues import Issue, dataset_of
 from converter.validate.sdtm import (_FULL_DATE, MAX_PER_CHECK, _check_cells, _check_ct, _check_rows_schema,
                                      _full_date, _norm, _Report, _row_schema, _Table, check_rules, check_study,
                                      check_subject, check_table, codelist_index, rules)
@@ -448,7 +448,7 @@ def _fast(rows: dict[str, list[dict[str, Cell]]], compiled: _Compiled, study_id:
     check_subject(study_id, tables, report)
     check_rules(tables, report)
     issues = report.finish()
-    if unsorted and any(_dataset_of(i.location) in unsorted for i in issues):
+    if unsorted and any(dataset_of(i.location) in unsorted for i in issues):
         return None  # issue order and row numbers follow the study's sort: let the detailed path sort
     return issues
 
@@ -482,8 +482,4 @@ def _distinct(column: list[Any]) -> list[Any]:
 def _same(cell: Any, value: Any) -> bool:
     """The same cell value (``1`` and ``1.0`` and ``True`` are different cells)."""
     return cell is value or (cell.__class__ is value.__class__ and cell == value)
-
-
-def _dataset_of(location: str) -> str:
-    return location.split("[")[0].split(".")[0]
 
