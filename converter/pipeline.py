@@ -21,7 +21,7 @@ from converter.errors import CaseBridgeError
 from converter.fhir.bundle import build_bundle, ndjson_lines
 from converter.mapping.engine import MappingSet
 from converter.sdtm.ascii import table as ascii_table
-from converter.sdtm.build import StudyBuilder
+from converter.sdtm.build import CaseTable, StudyBuilder, case_tables
 from converter.validate.issues import Issue, has_errors
 from converter.write.case_files import CaseFiles, NdjsonPiece
 
@@ -56,7 +56,7 @@ class CaseResult:
     resources: list[tuple[str, bytes]] = field(default_factory=list)  # (type, NDJSON line) with fhir_ndjson
     bundle_file: str | None = None  # the staged bundle of a converted case (stage_output)
     ndjson: NdjsonPiece | None = None  # where stage_output put its NDJSON lines
-    sdtm: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sdtm: dict[str, CaseTable] = field(default_factory=dict)  # this case's rows per dataset, column by column
     unmapped: list[dict[str, str]] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -135,7 +135,7 @@ class Pipeline:
             result.issues += _locate(validate_case(rows, terminology, self.options.study_id,
                                                    xpt="xpt" in self.options.sdtm_formats), case.source)
             t["sdtm_validate"] = clock() - mark
-            result.sdtm = builder.rows
+            result.sdtm = case_tables(builder.rows)
         result.ok = not has_errors(result.issues)
         return result
 

@@ -278,8 +278,8 @@ def _accept(result: CaseResult, out: Path, builder: StudyBuilder, ndjson: Ndjson
         if ndjson is not None and result.ndjson is not None:
             ndjson.add(result.ndjson)
     builder.accept(result.sdtm)
-    for name, rows in result.sdtm.items():
-        report.domain_counts[name] = report.domain_counts.get(name, 0) + len(rows)
+    for name, table in result.sdtm.items():
+        report.domain_counts[name] = report.domain_counts.get(name, 0) + table.count
     report.add_input(entry)
     report.add_issues(result.issues)
     if result.unmapped:

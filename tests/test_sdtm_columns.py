@@ -6,7 +6,7 @@ import gc
 import random
 from typing import Any
 
-from converter.sdtm.build import JOIN, Columns
+from converter.sdtm.build import JOIN, Columns, case_table
 
 VARIABLES = ("STUDYID", "USUBJID", "CMTRT", "CMDOSE", "CMSTDTC", "CMENRF")
 
@@ -35,10 +35,10 @@ def test_columns_hold_the_cells_of_the_rows_added_whatever_the_order_of_reads_an
         for step in range(rng.randint(1, 3 * JOIN)):
             batch = _batch(rng)
             if rng.random() < 0.2:
-                other.extend(batch)
+                other.add_table(case_table(batch))
                 other_added.append(batch)
             else:
-                columns.extend(batch)
+                columns.add_table(case_table(batch))
                 added.append(batch)
             if rng.random() < 0.05:  # reading the lists, then adding more, keeps every cell
                 assert columns.values == _expected(added)
@@ -55,7 +55,7 @@ def test_columns_hold_the_cells_of_the_rows_added_whatever_the_order_of_reads_an
 
 def test_an_empty_columns_takes_the_cells_it_appends() -> None:
     source, target = Columns(), Columns()
-    source.extend([{"A": "1", "B": 2}, {"A": "3"}])
+    source.add_table(case_table([{"A": "1", "B": 2}, {"A": "3"}]))
     target.append(source, take=True)
     assert target.values == {"A": ["1", "3"], "B": [2, None]} and target.count == 2
     assert source.count == 0 and source.values == {}
@@ -65,7 +65,7 @@ def test_the_cells_held_are_not_tracked_by_the_garbage_collector() -> None:
     """A full collection must not walk every cell held: the cells sit in untracked tuples, few per variable."""
     columns = Columns()
     for n in range(10 * JOIN):
-        columns.extend([{"USUBJID": f"S-{n}", "CMTRT": "DRUG", "CMDOSE": n}, {"USUBJID": f"S-{n}", "CMTRT": None}])
+        columns.add_table(case_table([{"USUBJID": f"S-{n}", "CMTRT": "DRUG", "CMDOSE": n}, {"USUBJID": f"S-{n}", "CMTRT": None}]))
     gc.collect()
     held = [t for store in (columns._joined, columns._batches) for parts in store.values() for t in parts]
     assert held and not any(gc.is_tracked(t) for t in held)

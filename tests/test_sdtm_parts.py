@@ -20,7 +20,7 @@ import pytest
 from converter.mapping.engine import MappingSet
 from converter.run import RunReport, _Spill, _write_sdtm
 from converter.sdtm import build
-from converter.sdtm.build import DatasetParts, StudyBuilder
+from converter.sdtm.build import DatasetParts, StudyBuilder, case_tables
 from converter.sdtm.model import Dataset, Variable
 from converter.validate.sdtm import StudyCheck
 from converter.write import StudyWriter
@@ -52,8 +52,8 @@ def _cases(seed: int, count: int = 30) -> list[dict[str, list[dict[str, Any]]]]:
 def _builders(tmp_path: Path, cases: list[dict[str, list[dict[str, Any]]]], budget: int) -> tuple[StudyBuilder, StudyBuilder]:
     whole, spilled = StudyBuilder("S"), StudyBuilder("S", spill_dir=tmp_path, budget=budget)
     for case in cases:
-        whole.accept(case)
-        spilled.accept(case)
+        whole.accept(case_tables(case))
+        spilled.accept(case_tables(case))
     spilled.rows["AE"] = [{"STUDYID": "S", "DOMAIN": "AE", "USUBJID": "S-5", "AETERM": "Added"}]  # add() rows last
     whole.rows["AE"] = list(spilled.rows["AE"])
     return whole, spilled
@@ -168,8 +168,8 @@ def test_written_a_part_at_a_time_or_whole_when_a_part_has_a_problem(tmp_path: P
         cases += [{"SUPPAE": [{**blank, "QVAL": f"v{n}"}]} for n in range(9)] + [{"SUPPAE": [blank]}]
     whole, spilled = StudyBuilder("S"), StudyBuilder("S", spill_dir=tmp_path / "spill", budget=3_000)
     for case in cases:
-        whole.accept(case)
-        spilled.accept(case)
+        whole.accept(case_tables(case))
+        spilled.accept(case_tables(case))
     expected = _write(tmp_path, whole, "whole")
     answers = _recorded(monkeypatch)
     assert _write(tmp_path, spilled, "parts") == expected
@@ -185,7 +185,7 @@ def test_written_a_part_at_a_time_or_whole_when_a_part_has_a_problem(tmp_path: P
 def test_dm_parts_with_more_than_one_study_are_checked_whole(tmp_path: Path, tiny: None) -> None:
     builder = StudyBuilder("S", spill_dir=tmp_path, budget=1)
     for n in range(12):
-        builder.accept({"DM": [{"STUDYID": f"S{n % 2}", "DOMAIN": "DM", "USUBJID": f"S-{n % 5}", "SEX": "F"}]})
+        builder.accept(case_tables({"DM": [{"STUDYID": f"S{n % 2}", "DOMAIN": "DM", "USUBJID": f"S-{n % 5}", "SEX": "F"}]}))
     (parts,) = builder.datasets(release=True, parts=True)
     assert isinstance(parts, DatasetParts)
     with parts:

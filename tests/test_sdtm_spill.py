@@ -15,7 +15,7 @@ import pytest
 
 from converter.run import convert
 from converter.sdtm import build
-from converter.sdtm.build import StudyBuilder
+from converter.sdtm.build import StudyBuilder, case_tables
 from converter.write import StudyWriter
 
 from test_benchmark_gen import gen
@@ -61,8 +61,8 @@ def test_spilled_rows_assemble_like_rows_in_memory(tmp_path: Path, budget: int) 
     cases = [_random_case(rng, f"S-{rng.randint(1, 9)}") for _ in range(40)]
     held, spilled = StudyBuilder("S"), StudyBuilder("S", spill_dir=tmp_path / "spill", budget=budget)
     for case in cases:
-        held.accept(case)
-        spilled.accept(case)
+        held.accept(case_tables(case))
+        spilled.accept(case_tables(case))
     spilled.rows["DM"] = [{"STUDYID": "S", "DOMAIN": "DM", "USUBJID": "S-1", "AGE": 40}]  # rows of add() come last
     held.rows["DM"] = list(spilled.rows["DM"])
     assert spilled.spilled and spilled.held <= budget
@@ -76,7 +76,7 @@ def test_spilled_rows_assemble_like_rows_in_memory(tmp_path: Path, budget: int) 
 
 def test_close_removes_the_spill(tmp_path: Path) -> None:
     builder = StudyBuilder("S", spill_dir=tmp_path, budget=1)
-    builder.accept(_random_case(random.Random(0), "S-1"))
+    builder.accept(case_tables(_random_case(random.Random(0), "S-1")))
     handles = [spill.handle for spill in builder.spilled.values()]
     assert handles and not any(h.closed for h in handles)
     builder.close()
@@ -144,9 +144,9 @@ def test_the_study_written_a_dataset_at_a_time_is_the_study_checked_and_written_
     stamp = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     whole = StudyBuilder("CASEBRIDGE", mapping_set.terminology.ct_version)
     streamed = StudyBuilder("CASEBRIDGE", mapping_set.terminology.ct_version, spill_dir=tmp_path / "spill", budget=1)
-    for rows in cases:
-        whole.accept(rows)
-        streamed.accept(rows)
+    for tables in cases:
+        whole.accept(tables)
+        streamed.accept(tables)
 
     study = whole.study(release=True)
     expected = validate_study(study, mapping_set.terminology, rows_checked=True)

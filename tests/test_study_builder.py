@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from converter.sdtm import metadata
-from converter.sdtm.build import StudyBuilder, _cell, _dataset_variables, _sort_rows, _sortable, sort_keys
+from converter.sdtm.build import StudyBuilder, _cell, case_tables, _dataset_variables, _sort_rows, _sortable, sort_keys
 from converter.sdtm.model import Cell
 
 
@@ -51,7 +51,7 @@ def test_accepted_rows_assemble_like_the_cell_by_cell_rules(seed: int) -> None:
     cases = [_random_case(rng, f"S-{rng.randint(1, 9)}") for _ in range(12)]
     builder = StudyBuilder("S")
     for case in cases:
-        builder.accept(case)
+        builder.accept(case_tables(case))
     study = builder.study()
     for name in ("AE", "LB"):
         names, table = _reference(name, [r for case in cases for r in case[name]])
@@ -63,8 +63,8 @@ def test_accepted_rows_assemble_like_the_cell_by_cell_rules(seed: int) -> None:
 
 def test_study_keeps_or_releases_the_accepted_rows() -> None:
     builder = StudyBuilder("S")
-    builder.accept(_random_case(random.Random(1), "S-1"))
-    builder.accept({"AE": [], "LB": []})
+    builder.accept(case_tables(_random_case(random.Random(1), "S-1")))
+    builder.accept(case_tables({"AE": [], "LB": []}))
     assert builder
     first, again = builder.study(), builder.study()
     assert first == again and builder.accepted
@@ -75,7 +75,7 @@ def test_study_keeps_or_releases_the_accepted_rows() -> None:
 
 def test_accepted_and_added_rows_of_one_dataset_together() -> None:
     builder = StudyBuilder("S")
-    builder.accept({"DM": [{"STUDYID": "S", "DOMAIN": "DM", "USUBJID": "S-2", "SEX": "F"}]})
+    builder.accept(case_tables({"DM": [{"STUDYID": "S", "DOMAIN": "DM", "USUBJID": "S-2", "SEX": "F"}]}))
     builder.rows["DM"] = [{"STUDYID": "S", "DOMAIN": "DM", "USUBJID": "S-1", "AGE": 40}]
     rows = builder.study().datasets["DM"].rows
     assert [(r["USUBJID"], r["SEX"], r["AGE"]) for r in rows] == [("S-1", None, 40), ("S-2", "F", None)]
@@ -85,7 +85,7 @@ def test_accepted_and_added_rows_of_one_dataset_together() -> None:
 def test_columns_hold_the_cells_not_the_row_dicts() -> None:
     rows = [{"STUDYID": "S", "DOMAIN": "DM", "USUBJID": f"S-{n}", "AGE": n} for n in range(3)]
     builder = StudyBuilder("S")
-    builder.accept({"DM": rows})
+    builder.accept(case_tables({"DM": rows}))
     assert builder.accepted["DM"].values["AGE"] == [0, 1, 2]
     assert builder.accepted["DM"].values["USUBJID"][2] is rows[2]["USUBJID"]
     assert metadata.is_variable("DM", "AGE")

@@ -17,7 +17,7 @@ from contextlib import closing, nullcontext
 from functools import cache, lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import orjson
 
@@ -55,6 +55,31 @@ def sort_keys(domain: str, present: Iterable[str]) -> list[str]:
         return keys
     present = list(present)
     return ["STUDYID", "USUBJID", *[v for s in spec["fallback_suffixes"] for v in present if v == domain + s]]
+
+
+class CaseTable(NamedTuple):
+    """One case's rows of one dataset, column by column: what a converting process hands over.
+
+    Cheaper to pickle than the rows (no dict per row) and stored by :class:`Columns` as it is.
+    """
+
+    names: tuple[str, ...]  # the variables, in the order the rows first have them
+    columns: tuple[tuple[Cell, ...], ...]  # per variable, its cell in each row (None: the row lacks it)
+    count: int  # rows
+
+
+def case_tables(rows: dict[str, list[dict[str, Cell]]]) -> dict[str, CaseTable]:
+    """One case's rows per dataset (as :meth:`StudyBuilder.add` returns them) as :class:`CaseTable` s."""
+    return {name: case_table(records) for name, records in rows.items() if records}
+
+
+def case_table(rows: list[dict[str, Cell]]) -> CaseTable:
+    """Rows of one dataset (dicts, at least one; a variable a row lacks is None there) as a :class:`CaseTable`."""
+    names = tuple(rows[0])
+    if all(map(names.__eq__, map(tuple, rows))):  # the usual case: every row has the same variables
+        return CaseTable(names, tuple(zip(*map(dict.values, rows))), len(rows))
+    names = tuple(dict.fromkeys(chain.from_iterable(rows)))
+    return CaseTable(names, tuple(zip(*[tuple(map(r.get, names)) for r in rows])), len(rows))
 
 
 _UNSEEN = object()  # a memo's "not computed yet" (None is a result)
@@ -111,18 +136,17 @@ class StudyBuilder:
         self.held = 0  # estimated bytes of ``accepted``
         self.spilled: dict[str, ColumnSpill] = {}  # accepted rows already on disk, per dataset
 
-    def accept(self, rows: dict[str, list[dict[str, Cell]]]) -> None:
-        """Keep one converted case's rows (as :meth:`add` returns them) for :meth:`study`, column by column.
+    def accept(self, tables: dict[str, CaseTable]) -> None:
+        """Keep one converted case's rows (:func:`case_tables` of what :meth:`add` returns) for :meth:`study`.
 
         With a ``spill_dir``, the rows held are written to temporary files there once they pass the ``budget``.
         """
-        for name, records in rows.items():
-            if records:
-                columns = self.accepted.get(name)
-                if columns is None:
-                    columns = self.accepted[name] = Columns()
-                columns.extend(records)
-                self.held += CELL_BYTES * len(records) * len(records[0])
+        for name, table in tables.items():
+            columns = self.accepted.get(name)
+            if columns is None:
+                columns = self.accepted[name] = Columns()
+            columns.add_table(table)
+            self.held += CELL_BYTES * table.count * len(table.names)
         if self.spill_dir is not None and self.held > self.budget:
             self.spill()
 
@@ -329,8 +353,8 @@ class StudyBuilder:
         stored = Columns()
         if held is not None:
             stored.append(held, take=release)
-        if rows is not None:
-            stored.extend(rows)
+        if rows:
+            stored.add_table(case_table(rows))
         return stored
 
     def study(self, release: bool = False) -> Study:
@@ -413,17 +437,9 @@ class Columns:
                 batches[var].append((None,) * (self.count - length))
                 lengths[var] = self.count
 
-    def extend(self, rows: list[dict[str, Cell]]) -> None:
-        """Append rows (dicts; a variable a row lacks is None)."""
-        if not rows:
-            return
-        names = tuple(rows[0])
-        if all(map(names.__eq__, map(tuple, rows))):  # the usual case: every row has the same variables
-            table = zip(*map(dict.values, rows))
-        else:
-            names = tuple(dict.fromkeys(chain.from_iterable(rows)))
-            table = zip(*[tuple(map(r.get, names)) for r in rows])
-        self._add(zip(names, table), len(rows))
+    def add_table(self, table: CaseTable) -> None:
+        """Append one case's rows of this dataset."""
+        self._add(zip(table.names, table.columns), table.count)
 
     def append(self, other: Columns, take: bool = False) -> None:
         """Append the rows of ``other``; ``take``: ``other`` is not used again, its cells may become ours."""
