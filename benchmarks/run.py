@@ -141,23 +141,34 @@ class GcTimer:
 
 
 class TreeSampler(threading.Thread):
-    """Samples the RSS of this process plus all its descendants; keeps the peak of the sum."""
+    """Samples the RSS of this process plus all its descendants; keeps the peak of the sum.
 
-    def __init__(self, interval: float = 0.02):
+    Finding the descendants reads every process's ``/proc/PID/stat`` (psutil), which is costly on a busy
+    host, and this thread shares the converting process's CPU: the list of descendants is refreshed every
+    ``rescan`` seconds, their RSS sampled every ``interval``.
+    """
+
+    def __init__(self, interval: float = 0.02, rescan: float = 0.5):
         super().__init__(daemon=True)
         self.interval = interval
+        self.rescan = rescan
         self.peak = 0
         self.peak_workers = 0
         self._stop_event = threading.Event()
         self.proc = psutil.Process() if psutil else None
+        self._children: list[Any] = []
+        self._scanned = float("-inf")
 
-    def sample(self) -> None:
+    def sample(self, rescan: bool = False) -> None:
         if self.proc is None:
             return
         try:
+            now = time.monotonic()
+            if rescan or now - self._scanned >= self.rescan:
+                self._children, self._scanned = self.proc.children(recursive=True), now
             total = self.proc.memory_info().rss
             workers = 0
-            for child in self.proc.children(recursive=True):
+            for child in self._children:
                 try:
                     workers += child.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -176,7 +187,7 @@ class TreeSampler(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
-        self.sample()
+        self.sample(rescan=True)
 
 
 def current_rss_mb() -> float | None:

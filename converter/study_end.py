@@ -22,7 +22,7 @@ from converter.sdtm.build import DatasetParts, StudyBuilder
 from converter.sdtm.model import Dataset, Study
 from converter.validate.issues import Issue, dataset_of
 from converter.validate.sdtm import CheckFound, StudyCheck
-from converter.write import StudyWriter, WriterFound
+from converter.write import StudyWriter, WriterFound, dataset_paths
 
 
 class _Done(NamedTuple):
@@ -55,12 +55,16 @@ def write_study_end(builder: StudyBuilder, out: Path, terminology: Terminology, 
     with StudyWriter(settings.study, out, terminology, formats, stamp) as writer, closing(builder):
         shares = _shares(builder.sizes(), jobs if "fork" in multiprocessing.get_all_start_methods() else 1)
         done: dict[str, _Done] = {}
+        retried: list[Issue] = []
         children = [_Child(builder, share, settings) for share in shares[1:]]
         try:
             for name in shares[0]:
                 done[name] = _finish(builder.dataset(name, release=True, parts=True), settings)
             for child in children:
-                got = child.result()
+                got, failure = child.result()
+                if failure:
+                    retried.append(Issue("warning", "run.retried", f"the process writing {', '.join(child.names)} "
+                                         f"failed ({failure}); the main process wrote them instead", ""))
                 for name in child.names:
                     if name in got:
                         builder.release(name)
@@ -70,6 +74,8 @@ def write_study_end(builder: StudyBuilder, out: Path, terminology: Terminology, 
         except BaseException:
             for finished in done.values():  # what was staged goes with the writer's own files
                 writer.merge(finished.written)
+            for child in children:  # and what a process still working staged is removed once it is stopped
+                child.discard(out)
             raise
         finally:
             for child in children:
@@ -85,7 +91,7 @@ def write_study_end(builder: StudyBuilder, out: Path, terminology: Terminology, 
         issues += [Issue("error", "sdtm.refused", f"dataset {name} not written: it failed validation", name)
                    for name in refused]
         paths, write_issues = writer.finish()
-    return paths, issues + write_issues
+    return paths, retried + issues + write_issues
 
 
 def _shares(sizes: dict[str, int], processes: int) -> list[list[str]]:
@@ -145,17 +151,27 @@ class _Child:
         self.process.start()
         send.close()
 
-    def result(self) -> dict[str, _Done]:
-        """Every dataset the process finished; an empty dict when it failed (the caller finishes them)."""
+    def result(self) -> tuple[dict[str, _Done], str]:
+        """Every dataset the process finished, and why it failed ("" when it did not; when it did, the dict is empty)."""
         try:
             got = self.receive.recv()
         except (EOFError, OSError):
-            return {}
-        return got if isinstance(got, dict) else {}
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            return {}, f"it ended with exit code {code}" if code is not None else "it closed its pipe without ending"
+        return (got, "") if isinstance(got, dict) else ({}, str(got))
 
-    def stop(self) -> None:
-        """Wait for the process (stop it if it is still running) and close the pipe."""
-        self.process.join(timeout=5)
+    def discard(self, out: Path) -> None:
+        """Stop the process and remove the files it staged (the parent failed while it was working)."""
+        self.stop(wait=0)
+        for name in self.names:
+            for path in dataset_paths(Path(out) / "sdtm", name).values():
+                for staged in path.parent.glob(f".{path.name}.*.tmp"):
+                    staged.unlink(missing_ok=True)
+
+    def stop(self, wait: float = 5) -> None:
+        """Wait ``wait`` seconds for the process (then stop it if it is still running) and close the pipe."""
+        self.process.join(timeout=wait)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()

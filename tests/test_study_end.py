@@ -19,7 +19,8 @@ from converter.run import convert
 from test_sdtm_spill import SAMPLES, _gen_cases, _tree
 
 CREATED = "2024-01-02T03:04:05"
-CHILD_MAIN = study_end._child_main  # the real one, for the stand-ins below
+CHILD_MAIN = study_end._child_main  # the real ones, for the stand-ins below
+FINISH = study_end._finish
 
 
 def _convert(out: Path, inputs: list[str], **options: Any) -> Any:
@@ -108,7 +109,47 @@ def test_a_process_that_fails_leaves_its_datasets_to_the_main_process(tmp_path: 
     _convert(out, inputs, jobs=2)
     assert len(started) == 1 and len(started[0].names) > 1
     assert started[0].process.exitcode == (3 if child is _dies else 0)
-    assert _without_jobs(_tree(out)) == _without_jobs(one_job)
+    tree = _tree(out)
+    report = orjson.loads(tree["report.json"])
+    retried = [i for i in report["issues"] if i["rule"] == "run.retried"]
+    why = "it ended with exit code 3" if child is _dies else "OSError: [Errno 28] No space left on device"
+    assert [i["message"] for i in retried] == [
+        f"the process writing {', '.join(started[0].names)} failed ({why}); the main process wrote them instead"]
+    report["issues"].remove(retried[0])
+    assert report["issue_counts"].pop("warning:run.retried") == 1
+    assert _without_jobs({**tree, "report.json": orjson.dumps(report)}) == _without_jobs(one_job)
+    assert not _leftovers(out)
+
+
+def test_a_failure_of_the_main_process_stops_the_others_and_removes_what_they_staged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inputs: list[str]) -> None:
+    """The main process fails while another process, having staged a dataset, is still working."""
+    import time
+
+    started = _children(monkeypatch)
+    out = tmp_path / "out"
+
+    def slow_child(builder: Any, names: list[str], settings: Any, send: Any) -> None:
+        def finish(dataset: Any, settings: Any) -> Any:
+            done = FINISH(dataset, settings)  # staged, not handed over yet
+            time.sleep(120)
+            return done
+
+        study_end._finish = finish  # in the forked process only
+        CHILD_MAIN(builder, names, settings, send)
+
+    def failing_finish(dataset: Any, settings: Any) -> Any:
+        deadline = time.monotonic() + 60
+        while not _leftovers(out / "sdtm"):  # until the other process has staged something
+            assert time.monotonic() < deadline, "the other process staged nothing"
+            time.sleep(0.05)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(study_end, "_child_main", slow_child)
+    monkeypatch.setattr(study_end, "_finish", failing_finish)
+    with pytest.raises(OSError, match="No space left"):
+        _convert(out, inputs, jobs=2)
+    assert len(started) == 1 and not started[0].process.is_alive()
     assert not _leftovers(out)
 
 
