@@ -15,8 +15,9 @@
    ``stages`` and more).
 
 Peak RSS: ``resource.getrusage`` for this process (exact high-water mark) and its workers; with psutil
-the whole process tree (main + workers) is also sampled every 20 ms and summed (shared copy-on-write
-pages of forked workers are counted once per process, so the sum overstates a little).
+the whole process tree (main + workers) is also sampled every 20 ms and summed (its list of descendants
+refreshed every 0.5 s; shared copy-on-write pages of forked workers are counted once per process, so the
+sum overstates a little).
 
 ``--memory-trend 1000,5000`` runs this script again in fresh processes with ``--fhir-ndjson`` for each N
 (FHIR only, then FHIR + SDTM) and prints the peak RSS against N, so that growth with N is measured, not
