@@ -23,6 +23,7 @@ from converter.sdtm.model import Dataset, Study
 from converter.validate.issues import Issue, dataset_of
 from converter.validate.sdtm import CheckFound, StudyCheck
 from converter.write import StudyWriter, WriterFound, dataset_paths
+from converter.write.atomic import temporaries
 
 
 class _Done(NamedTuple):
@@ -166,7 +167,7 @@ class _Child:
         self.stop(wait=0)
         for name in self.names:
             for path in dataset_paths(Path(out) / "sdtm", name).values():
-                for staged in path.parent.glob(f".{path.name}.*.tmp"):
+                for staged in temporaries(path):
                     staged.unlink(missing_ok=True)
 
     def stop(self, wait: float = 5) -> None:

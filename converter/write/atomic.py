@@ -8,6 +8,7 @@ half-written file (at worst an orphaned ``.<name>.<random>.tmp`` beside it).
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
@@ -44,11 +45,21 @@ def reproducible_timestamp(explicit: datetime | None = None) -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+def _temporary(path: Path) -> Path:
+    """A new name for a temporary file beside ``path``: ``.<name>.<random>.tmp``."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def temporaries(path: Path) -> list[Path]:
+    """The temporary files beside ``path`` that were staged for it and are still there."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
 def _new_temporary(path: Path) -> tuple[Path, int]:
     """A new temporary file beside ``path``, open for writing: its path and file descriptor."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = _temporary(path)
         try:
             return tmp, os.open(tmp, _OPEN_FLAGS, 0o666)  # the umask applies, as for an ordinary new file
         except FileExistsError:
@@ -179,7 +190,7 @@ def write_text_atomic(path: Path, text: str, encoding: str = "utf-8") -> Path:
 def write_chunks_atomic(path: Path, chunks: Iterable[bytes]) -> Path:
     """Replace ``path`` atomically with content produced piece by piece (never all in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as fh:
             for chunk in chunks:
